@@ -1,0 +1,31 @@
+"""audiocpc: Contrastive Predictive Coding for raw audio.
+
+The public names are imported lazily, so `import audiocpc` stays cheap and has no side
+effects; `audiocpc.load(run_dir)` rebuilds a trained model from its run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Config": ("audiocpc.config", "Config"),
+    "load_config": ("audiocpc.config", "load_config"),
+    "train": ("audiocpc.train", "train"),
+    "CPCModel": ("audiocpc.models", "CPCModel"),
+    "register": ("audiocpc.models.registry", "register"),
+    "make_demo_dataset": ("audiocpc.demo", "make_demo_dataset"),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'audiocpc' has no attribute {name!r}")

@@ -1,0 +1,151 @@
+"""The `audiocpc` command: thin argument parsing around the library's functions.
+
+Errors caused by data or settings (AudiocpcError) print one line per problem and exit
+with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from audiocpc.errors import AudiocpcError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_config_options(parser: argparse.ArgumentParser, preset_default: Optional[str] = "1dconv_gru") -> None:
+    parser.add_argument("--preset", default=preset_default,
+                        help="built-in preset name or a YAML file (see `audiocpc config list`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set train.lr=2e-4 (repeatable)")
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from audiocpc.config import load_config
+
+    print(load_config(args.preset_name, args.overrides).to_yaml(), end="")
+    return 0
+
+
+def _cmd_config_list(args: argparse.Namespace) -> int:
+    from audiocpc.config import available_presets
+
+    print("\n".join(available_presets()))
+    return 0
+
+
+def _train_config(args: argparse.Namespace):  # -> Config
+    from audiocpc.config import load_config
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"output.name={args.name}")
+    if args.out:
+        overrides.append(f"output.dir={args.out}")
+    return load_config(args.preset, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from audiocpc.train import train
+
+    config = _train_config(args)
+    result = train(config, args.data, resume=args.resume, force=args.force, progress=not args.quiet)
+    if result.interrupted:
+        return 130
+    print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss {result.final_loss:.4f})")
+    return 0
+
+
+def _cmd_make_demo_data(args: argparse.Namespace) -> int:
+    from audiocpc.demo import make_demo_dataset
+
+    out = make_demo_dataset(args.out, files_per_class=args.files_per_class,
+                            test_files_per_class=args.test_files_per_class, seconds=args.seconds,
+                            seed=args.seed)
+    print(f"wrote synthetic data set to {out}/train and {out}/test")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from audiocpc.config import load_config
+    from audiocpc.demo import make_demo_dataset
+    from audiocpc.train import train
+
+    data = make_demo_dataset(Path(args.out) / "data")
+    config = load_config("1dconv_tiny", [f"output.dir={args.out}"] + list(args.overrides))
+    result = train(config, data / "train", force=True, progress=not args.quiet)
+    print(f"demo run folder: {result.run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiocpc", description=(
+        "Contrastive Predictive Coding on folders of raw audio: train, embed, classify, plot."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a CPC model on a folder of audio")
+    _add_config_options(p)
+    p.add_argument("--data", required=True, help="folder of audio files (searched recursively)")
+    p.add_argument("--name", help="run name (default: the preset's name)")
+    p.add_argument("--out", help="results folder (default: results)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--force", action="store_true", help="start over even if the run folder holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("config", help="show presets and resolved configurations")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_sub.add_parser("show", help="print the resolved YAML of a preset")
+    show.add_argument("preset_name", metavar="PRESET", help="preset name or YAML file")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    show.set_defaults(handler=_cmd_config_show)
+    listing = config_sub.add_parser("list", help="list the built-in presets")
+    listing.set_defaults(handler=_cmd_config_list)
+
+    p = sub.add_parser("make-demo-data", help="write the synthetic labelled demo data set")
+    p.add_argument("out", help="output folder (gets train/ and test/)")
+    p.add_argument("--files-per-class", type=int, default=24)
+    p.add_argument("--test-files-per-class", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_make_demo_data)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic data set")
+    p.add_argument("--out", default="results/demo", help="folder for the demo's data and results")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("audiocpc %(levelname)s: %(message)s"))
+    logger = logging.getLogger("audiocpc")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except AudiocpcError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"audiocpc: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audiocpc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

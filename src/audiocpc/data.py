@@ -1,0 +1,173 @@
+"""Training data: a corpus of decoded files and a seeded sampler of CPC crops.
+
+`load_corpus` decodes every file once into the cache (in parallel, with a progress bar),
+skips files that are unreadable or shorter than a crop with one warning each kind, and
+keeps only the paths of memory-mapped arrays, so worker processes open them cheaply.
+
+The crops of training step s are drawn from `numpy.random.default_rng([seed, rank, s])`:
+the batch of a step does not depend on what came before, so a resumed run sees exactly the
+batches it would have seen, and each distributed rank sees different ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from audiocpc.audio import audio_info, discover_audio_files, relative_name
+from audiocpc.cache import AudioCache
+from audiocpc.config import DataConfig
+from audiocpc.errors import AudioReadError, NoUsableAudioError
+
+log = logging.getLogger("audiocpc")
+
+SHOWN_NAMES = 5  # how many file names a warning lists
+
+
+@dataclass
+class AudioCorpus:
+    """Decoded files at one sample rate, kept as memory-mapped cache entries."""
+
+    root: Path
+    sample_rate: int
+    paths: list[Path]
+    entries: list[Path]
+    lengths: np.ndarray  # samples per file
+    skipped_short: list[Path] = field(default_factory=list)
+    bad_files: list[tuple[Path, str]] = field(default_factory=list)
+    _arrays: Optional[list[np.ndarray]] = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def wave(self, index: int) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = [np.load(e, mmap_mode="r") for e in self.entries]
+        return self._arrays[index]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # reopened in each worker process instead of copied
+        return state
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.lengths.sum()) / self.sample_rate
+
+
+def _names(paths: list[Path], root: Path) -> str:
+    shown = ", ".join(relative_name(p, root) for p in paths[:SHOWN_NAMES])
+    return shown + (f", ... (+{len(paths) - SHOWN_NAMES} more)" if len(paths) > SHOWN_NAMES else "")
+
+
+def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
+                progress: bool = True) -> AudioCorpus:
+    """Discover, decode (once, cached) and filter the audio files below `root`."""
+    root = Path(root)
+    paths = discover_audio_files(root, data.extensions)
+    if not paths:
+        raise NoUsableAudioError(
+            f"no audio files with extensions {', '.join(data.extensions)} found below {root}"
+            " (set data.extensions to the formats you have)")
+    cache = AudioCache(data.cache_dir)
+    sr = data.desired_sr
+
+    def decode(path: Path) -> tuple[Path, Optional[Path], int, Optional[str]]:
+        try:
+            wave = cache.load(path, sr)
+            return path, cache.entry(path, sr), int(wave.shape[0]), None
+        except AudioReadError as exc:
+            return path, None, 0, exc.reason
+        except OSError as exc:  # the file vanished or cannot be stat'ed
+            return path, None, 0, f"cannot read file: {exc.strerror or exc}"
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decoding audio",
+                            unit="file", disable=not progress, leave=False))
+
+    kept, entries, lengths, short, bad = [], [], [], [], []
+    for path, entry, length, reason in results:
+        if reason is not None:
+            bad.append((path, reason))
+        elif length < min_samples:
+            short.append(path)
+        else:
+            kept.append(path)
+            entries.append(entry)
+            lengths.append(length)
+    if bad:
+        detail = "; ".join(f"{relative_name(p, root)}: {r}" for p, r in bad[:SHOWN_NAMES])
+        if data.on_bad_file == "error":
+            raise NoUsableAudioError(f"{len(bad)} unreadable audio file(s): {detail} "
+                                     "(set data.on_bad_file=skip to train on the others)")
+        log.warning("skipped %d unreadable file(s): %s", len(bad), detail)
+    if short:
+        log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration): %s",
+                    len(short), min_samples / sr, _names(short, root))
+    if data.original_sr is not None:
+        other = [p for p in kept[:200] if audio_info(p).samplerate != data.original_sr]
+        if other:
+            log.warning("%d file(s) are not at data.original_sr=%d Hz (they are resampled from "
+                        "their real rate anyway): %s", len(other), data.original_sr,
+                        _names(other, root))
+    if not kept:
+        longest = max((n for *_, n, r in results if r is None), default=0)
+        raise NoUsableAudioError(
+            f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
+            f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
+            f"{longest / sr:.3f} s. Lower data.full_duration or add longer files.")
+    return AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
+
+
+class CropSampler:
+    """Batches of `batch_size` random crops of `crop_samples`, seeded per step."""
+
+    def __init__(self, corpus: AudioCorpus, crop_samples: int, batch_size: int, seed: int,
+                 rank: int = 0):
+        self.corpus, self.crop_samples, self.batch_size = corpus, crop_samples, batch_size
+        self.seed, self.rank = seed, rank
+
+    def batch(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        n_files = len(self.corpus)
+        files = rng.choice(n_files, size=self.batch_size, replace=n_files < self.batch_size)
+        crops = np.empty((self.batch_size, self.crop_samples), dtype=np.float32)
+        for row, index in enumerate(files):
+            wave = self.corpus.wave(int(index))
+            start = int(rng.integers(0, wave.shape[0] - self.crop_samples + 1))
+            crops[row] = wave[start : start + self.crop_samples]
+        return crops
+
+
+class _StepStream(IterableDataset):
+    """Yields (step, crops) for steps [start, stop); worker w of W takes steps w, w+W, ...,
+    which the DataLoader interleaves back into order."""
+
+    def __init__(self, sampler: CropSampler, start: int, stop: int):
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        info = get_worker_info()
+        offset, stride = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.start + offset, self.stop, stride):
+            yield step, torch.from_numpy(self.sampler.batch(step))
+
+
+def batch_stream(sampler: CropSampler, start: int, stop: int, num_workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """Batches for steps [start, stop), loaded in `num_workers` background processes."""
+    loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,
+                        num_workers=num_workers, pin_memory=pin_memory,
+                        prefetch_factor=4 if num_workers else None,
+                        persistent_workers=False)
+    return iter(loader)

@@ -1,0 +1,86 @@
+"""Context networks: z [B, L, in_dim] -> c [B, L, out_dim], causal (c_t sees z_1..z_t)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from audiocpc.models.layers import activation
+from audiocpc.models.registry import register
+
+
+class _Recurrent(nn.Module):
+    cell: type[nn.RNNBase]
+
+    def __init__(self, in_dim: int, out_dim: int, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.rnn = self.cell(in_dim, out_dim, num_layers=num_layers, batch_first=True,
+                             dropout=dropout if num_layers > 1 else 0.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c, _ = self.rnn(z)
+        return c
+
+
+@register("context", "gru")
+class GRUContext(_Recurrent):
+    cell = nn.GRU
+
+
+@register("context", "lstm")
+class LSTMContext(_Recurrent):
+    cell = nn.LSTM
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Sinusoidal position codes for any length, so embedding can use any number of steps."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+                    * (-math.log(10000.0) / dim))
+    codes = torch.zeros(length, dim, device=device)
+    codes[:, 0::2] = torch.sin(position * div)
+    codes[:, 1::2] = torch.cos(position * div)[:, : dim // 2]
+    return codes
+
+
+@register("context", "transformer")
+class TransformerContext(nn.Module):
+    """Causal Transformer encoder blocks, then a dense stack to out_dim (the reference's)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        max_len: int = 0,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dff: int = 100,
+        dense_units: list[int] = (100,),
+        dropout: float = 0.1,
+        activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
+    ):
+        super().__init__()
+        if in_dim % num_heads:
+            raise ValueError(f"model.z_dim ({in_dim}) must be divisible by num_heads ({num_heads})")
+        block = nn.TransformerEncoderLayer(in_dim, num_heads, dim_feedforward=dff, dropout=dropout,
+                                           batch_first=True)
+        self.blocks = nn.TransformerEncoder(block, num_layers, enable_nested_tensor=False)
+        self.dropout = nn.Dropout(dropout)
+        dense: list[nn.Module] = []
+        width = in_dim
+        for units in dense_units:
+            dense += [nn.Linear(width, units), activation(activation_fn)]
+            width = units
+        dense.append(nn.Linear(width, out_dim))
+        self.dense = nn.Sequential(*dense)
+        self.max_len = max_len  # informational: positions are computed for any length
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        length = z.shape[1]
+        x = z * math.sqrt(z.shape[-1]) + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
+        mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
+        x = self.blocks(self.dropout(x), mask=mask, is_causal=True)
+        return self.dense(x)

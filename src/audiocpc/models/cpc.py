@@ -1,0 +1,108 @@
+"""The CPC model: encoder -> context -> predictor, scored with InfoNCE.
+
+Read top to bottom: `encode` turns waveforms into z, `contextualize` turns z into c,
+`forward` predicts the future z from c and returns the loss with per-step accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from audiocpc.config import Config, steps_weights, window_samples
+from audiocpc.loss import candidate_logits, info_nce
+from audiocpc.models.negatives import sample_negatives, target_indices
+from audiocpc.models.registry import build
+
+
+@dataclass
+class CPCOutput:
+    loss: torch.Tensor
+    step_loss: torch.Tensor  # [K]
+    step_accuracy: torch.Tensor  # [K]
+    logits: torch.Tensor  # [B, P, K, 1 + M], positive at index 0
+    z: torch.Tensor  # [B, L, z_dim]
+    c: torch.Tensor  # [B, L', c_dim]
+
+
+class CPCModel(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        data, spec = config.data, config.model
+        self.mode = spec.mode
+        self.steps = data.k
+        self.sample_rate = data.desired_sr
+        self.window = window_samples(config) if spec.mode == "window" else None
+        self.encoder = build("encoder", spec.encoder.type, spec.encoder.params,
+                             z_dim=spec.z_dim, sample_rate=data.desired_sr)
+        self.context = build("context", spec.context.type, spec.context.params,
+                             in_dim=spec.z_dim, out_dim=spec.c_dim, max_len=data.T + data.k)
+        self.predictor = build("predictor", spec.predictor.type, spec.predictor.params,
+                               c_dim=spec.c_dim, z_dim=spec.z_dim, steps=data.k)
+        self.similarity = build("similarity", spec.similarity.type, spec.similarity.params,
+                                dim=spec.z_dim)
+        self.negative_policy = config.loss.negatives.policy
+        self.negative_count = config.loss.negatives.count
+        self.register_buffer("step_weights", torch.tensor(steps_weights(config)), persistent=False)
+
+    def encode(self, waves: torch.Tensor) -> torch.Tensor:
+        """waves [B, S] -> z [B, L, z_dim]. Window mode: one z per window (frames averaged)."""
+        if self.window is None:
+            return self.encoder(waves)
+        batch, samples = waves.shape
+        windows = samples // self.window
+        if windows == 0:
+            raise ValueError(f"input of {samples} samples is shorter than one window ({self.window})")
+        frames = self.encoder(waves[:, : windows * self.window].reshape(batch * windows, self.window))
+        return frames.mean(dim=1).view(batch, windows, -1)
+
+    def contextualize(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, L, z_dim] -> c [B, L, c_dim]; c_t depends on z_1..z_t only."""
+        return self.context(z)
+
+    def forward(self, waves: torch.Tensor, labels: Optional[torch.Tensor] = None) -> CPCOutput:
+        z = self.encode(waves)
+        batch, length, _ = z.shape
+        context_length = length - self.steps
+        if context_length < 1:
+            raise ValueError(f"{length} encoded steps leave no context before {self.steps} predictions")
+        c = self.contextualize(z[:, :context_length])
+        if self.window is not None:  # the reference: predict from the last context step only
+            positions = torch.tensor([context_length - 1], device=z.device)
+            c_used = c[:, -1:]
+        else:  # the CPC paper: predict from every step that has K future steps
+            positions = torch.arange(context_length, device=z.device)
+            c_used = c
+        predictions = self.predictor(c_used)  # [B, P, K, z_dim]
+        targets = target_indices(batch, length, positions, self.steps)
+        negatives = sample_negatives(self.negative_policy, targets, batch, length,
+                                     self.negative_count, labels)
+        logits = candidate_logits(predictions, z, targets, negatives, self.similarity)
+        result = info_nce(logits, self.step_weights)
+        return CPCOutput(result.loss, result.step_loss, result.step_accuracy, result.logits, z, c)
+
+    @torch.no_grad()
+    def extract_features(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """waves [B, S] -> (z [B, L, z_dim], c [B, L, c_dim], frame lengths [B] or None),
+        in the spirit of torchaudio's `extract_features(waves, lengths)`."""
+        z = self.encode(waves)
+        c = self.contextualize(z)
+        frame_lengths = None
+        if lengths is not None:
+            frame_lengths = self.frames_for(lengths)
+        return z, c, frame_lengths
+
+    def frames_for(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Number of z steps that `lengths` samples yield."""
+        if self.window is not None:
+            return torch.div(lengths, self.window, rounding_mode="floor")
+        return torch.tensor([self.encoder.output_length(int(n)) for n in lengths.tolist()],
+                            device=lengths.device)
+
+
+def build_model(config: Config) -> CPCModel:
+    return CPCModel(config)

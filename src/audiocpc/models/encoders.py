@@ -1,0 +1,76 @@
+"""Encoders: waveform [B, S] -> z [B, L, z_dim], one z per frame.
+
+In window mode the model cuts a crop into windows and pools each window's frames into one
+z; in frame mode it keeps every frame. Every encoder exposes `output_length(samples)`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+import torch
+from torch import nn
+
+from audiocpc.models.layers import activation, norm1d
+from audiocpc.models.registry import register
+
+NormKind = Literal["none", "batch", "layer", "channel"]
+
+
+@register("encoder", "conv1d")
+class Conv1dEncoder(nn.Module):
+    """Strided 1-D convolutions on the raw waveform, then a per-frame linear map to z_dim.
+
+    With the reference settings a 588-sample window yields exactly one frame, so the linear
+    map equals the reference's dense head on the flattened output.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        sample_rate: int = 16000,
+        strides: list[int] = (5, 4, 2, 2, 2),
+        kernels: list[int] = (10, 8, 4, 4, 4),
+        filters: Union[int, list[int]] = 512,
+        padding: Optional[list[int]] = None,
+        activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
+        norm: NormKind = "none",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        strides, kernels = list(strides), list(kernels)
+        if len(strides) != len(kernels):
+            raise ValueError("strides and kernels must have the same length")
+        channels = [filters] * len(strides) if isinstance(filters, int) else list(filters)
+        if len(channels) != len(strides):
+            raise ValueError("filters must be one number or one per conv layer")
+        pads = [0] * len(strides) if padding is None else list(padding)
+        self.strides, self.kernels, self.pads = strides, kernels, pads
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for out_ch, k, s, p in zip(channels, kernels, strides, pads):
+            layers += [nn.Conv1d(in_ch, out_ch, k, stride=s, padding=p), norm1d(norm, out_ch),
+                       activation(activation_fn)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_ch = out_ch
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(in_ch, z_dim)
+        self.z_dim = z_dim
+
+    @property
+    def downsampling(self) -> int:
+        total = 1
+        for s in self.strides:
+            total *= s
+        return total
+
+    def output_length(self, samples: int) -> int:
+        length = samples
+        for k, s, p in zip(self.kernels, self.strides, self.pads):
+            length = (length + 2 * p - k) // s + 1
+        return length
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        features = self.convs(waves.unsqueeze(1))  # [B, C, L]
+        return self.head(features.transpose(1, 2))  # [B, L, z_dim]

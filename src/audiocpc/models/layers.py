@@ -1,0 +1,42 @@
+"""Small building blocks shared by the components: activations and normalisations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class ChannelNorm(nn.Module):
+    """Normalise each time step across channels (CPC_audio's stable choice): [B, C, L]."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def norm1d(kind: str, channels: int) -> nn.Module:
+    """Normalisation for [B, C, L] feature maps."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # over channels and time, per example
+    raise ValueError(f"unknown norm '{kind}'; choose none, batch, layer or channel")

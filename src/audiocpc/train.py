@@ -1,0 +1,353 @@
+"""The one training loop, used by the CLI, the Python API and distributed runs.
+
+A run lives in `<output.dir>/cpc/<name>/`: config.yaml (the resolved configuration),
+checkpoint.pt (everything needed to resume exactly), losses.npy (mean loss per epoch) and
+history.csv (one row per epoch). A run resumed from its checkpoint continues with the same
+batches, negatives and dropout masks as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audiocpc.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from audiocpc.config import Config, config_from_dict
+from audiocpc.data import CropSampler, load_corpus
+from audiocpc.distributed import SINGLE_PROCESS, DistributedContext
+from audiocpc.errors import CheckpointError, NonFiniteLossError, RunExistsError
+from audiocpc.models import CPCModel
+
+log = logging.getLogger("audiocpc")
+
+
+def run_directory(config: Config) -> Path:
+    return Path(config.output.dir) / "cpc" / config.run_name
+
+
+def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
+    if mixed_precision == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+    t = config.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+@dataclass
+class EpochMeter:
+    """Running sums for the current epoch (saved in checkpoints so resume is exact)."""
+
+    loss_sum: float = 0.0
+    accuracy_sums: list[float] = field(default_factory=list)
+    steps: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, accuracy: list[float]) -> None:
+        if not self.accuracy_sums:
+            self.accuracy_sums = [0.0] * len(accuracy)
+        self.loss_sum += loss
+        self.accuracy_sums = [s + a for s, a in zip(self.accuracy_sums, accuracy)]
+        self.steps += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "accuracy_sums": list(self.accuracy_sums),
+                "steps": self.steps, "skipped": self.skipped, "seconds": self.seconds}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    history: list[dict[str, float]]
+    step_losses: list[float]
+    interrupted: bool = False
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else float("nan")
+
+
+class _StopRequest:
+    """Turns Ctrl-C / SIGTERM into a flag checked between steps, so the run stops at a step
+    boundary with a consistent checkpoint instead of mid-update."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Owns the model, optimizer and run folder; `fit()` runs the loop."""
+
+    def __init__(self, config: Config, data_dir: str | Path, *, resume: bool = False,
+                 force: bool = False, progress: bool = True,
+                 dist: DistributedContext = SINGLE_PROCESS):
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.run_dir = run_directory(config)
+        self.progress = progress
+        self.dist = dist
+        self.device = self._device()
+        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        self._resume_payload: Optional[dict[str, Any]] = None
+        if checkpoint_path.exists():
+            if resume:
+                self._resume_payload = load_checkpoint(checkpoint_path)
+            elif not force:
+                raise RunExistsError(
+                    f"{self.run_dir} already holds a run. Continue it with --resume, start over "
+                    "with --force, or choose another --name.")
+        elif resume:
+            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
+
+        torch.manual_seed(config.train.seed)
+        self.model = CPCModel(config).to(self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=config.train.mixed_precision == "fp16")
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.step_losses: list[float] = []
+        self.meter = EpochMeter()
+        self.last_finite_loss = float("nan")
+        if self._resume_payload is not None:
+            self._restore(self._resume_payload)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _device(self) -> torch.device:
+        name = self.config.train.device
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda", self.dist.local_rank)
+            return torch.device("cpu")
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from audiocpc.errors import ConfigError
+
+            raise ConfigError("train.device: cuda was asked for but no CUDA device is available "
+                              "(use --set train.device=auto or cpu)")
+        return device
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.epochs * self.config.train.steps_per_epoch
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            if payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{self.run_dir / CHECKPOINT_NAME} does not match this configuration ({exc}). "
+                "Resume with the run's own config.yaml, or start over with --force.") from None
+        self.step = int(payload["step"])
+        self.history = list(payload.get("history", []))
+        self.step_losses = [float(x) for x in payload.get("step_losses", [])]
+        meter = payload.get("meter") or {}
+        self.meter = EpochMeter(**meter) if meter else EpochMeter()
+        self.last_finite_loss = float(payload.get("last_finite_loss", float("nan")))
+        rng = payload.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        log.info("resumed %s at step %d", self.run_dir, self.step)
+
+    def _payload(self, finished: bool) -> dict[str, Any]:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "config": self.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "step": self.step,
+            "epoch": self.step // self.config.train.steps_per_epoch,
+            "history": self.history,
+            "step_losses": self.step_losses,
+            "meter": self.meter.as_dict(),
+            "last_finite_loss": self.last_finite_loss,
+            "rng": rng,
+            "finished": finished,
+        }
+
+    def save(self, finished: bool = False) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload(finished))
+
+    # ------------------------------------------------------------------ loop
+
+    def _batches(self, sampler: CropSampler) -> Iterator[tuple[int, torch.Tensor]]:
+        from audiocpc.data import batch_stream
+
+        return batch_stream(sampler, self.step, self.total_steps,
+                            num_workers=self.config.data.num_workers,
+                            pin_memory=self.device.type == "cuda")
+
+    def train_step(self, crops: torch.Tensor) -> Optional[tuple[float, list[float]]]:
+        """One optimisation step; returns (loss, per-step accuracy), or None if skipped."""
+        cfg = self.config.train
+        crops = crops.to(self.device, non_blocking=True)
+        self.model.train()
+        with autocast_context(self.device, cfg.mixed_precision):
+            out = self.model(crops)
+        loss = out.loss  # computed in float32 by info_nce
+        loss_value = float(self.dist.mean(loss.detach()).item())
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            if cfg.on_nan == "skip":
+                self.meter.skipped += 1
+                log.warning("step %d: non-finite loss (%s) skipped (%d skipped this epoch)",
+                            self.step + 1, loss_value, self.meter.skipped)
+                return None
+            advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
+                      if cfg.mixed_precision == "fp16" else
+                      "lower train.lr or set train.grad_clip (e.g. 1.0)")
+            raise NonFiniteLossError(
+                f"loss became {loss_value} at step {self.step + 1} (last finite loss "
+                f"{self.last_finite_loss:.4f}). Try: {advice}. The last checkpoint in "
+                f"{self.run_dir} is intact; set train.on_nan=skip to skip such steps instead.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last_finite_loss = loss_value
+        accuracy = self.dist.mean(out.step_accuracy.detach()).tolist()
+        return loss_value, accuracy
+
+    def _end_epoch(self, epoch: int) -> None:
+        m = self.meter
+        steps = max(m.steps, 1)
+        record: dict[str, float] = {"epoch": epoch, "loss": m.loss_sum / steps if m.steps else float("nan")}
+        for j, total in enumerate(m.accuracy_sums, start=1):
+            record[f"acc_k{j}"] = total / steps
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["seconds"] = m.seconds
+        record["skipped_steps"] = m.skipped
+        self.history.append(record)
+        self.meter = EpochMeter()
+        if self.dist.is_main:
+            self._write_history()
+
+    def _write_history(self) -> None:
+        np.save(self.run_dir / "losses.npy", np.array([h["loss"] for h in self.history], dtype=np.float32))
+        keys = list(self.history[0]) if self.history else []
+        with open(self.run_dir / "history.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if self.step >= self.total_steps:
+            log.info("%s has already finished %d steps", self.run_dir, self.step)
+            return TrainResult(self.run_dir, self.step, self.history, self.step_losses)
+        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples, progress=self.progress)
+        if self.dist.is_main:
+            log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
+                     corpus.total_seconds / 60, self.data_dir)
+        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed, self.dist.rank)
+        writer = self._tensorboard()
+        steps_per_epoch = cfg.train.steps_per_epoch
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
+                   unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+        interrupted = False
+        with _StopRequest() as stop:
+            tick = time.perf_counter()
+            for step, crops in self._batches(sampler):
+                assert step == self.step, f"batch for step {step} arrived at step {self.step}"
+                result = self.train_step(crops)
+                self.step += 1
+                now = time.perf_counter()
+                self.meter.seconds += now - tick
+                tick = now
+                if result is not None:
+                    loss, accuracy = result
+                    self.meter.add(loss, accuracy)
+                    self.step_losses.append(loss)
+                    bar.set_postfix(loss=f"{loss:.3f}", acc="/".join(f"{a:.2f}" for a in accuracy),
+                                    refresh=False)
+                    if writer is not None:
+                        writer.add_scalar("loss/train", loss, self.step)
+                bar.update(1)
+                if self.step % steps_per_epoch == 0:
+                    self._end_epoch(self.step // steps_per_epoch)
+                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save(finished=self.step == self.total_steps)
+                if stop.requested:
+                    interrupted = True
+                    if self.step % cfg.train.checkpoint_every:
+                        self.save()
+                    log.warning("stopped at step %d; checkpoint saved. Continue with --resume.", self.step)
+                    break
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted)
+
+    def _tensorboard(self) -> Any:
+        if not self.dist.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional `tensorboard` extra is not installed
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+
+def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: bool = False,
+          progress: bool = True, dist: DistributedContext = SINGLE_PROCESS) -> TrainResult:
+    """Train (or resume) a CPC model on the audio below `data_dir`."""
+    return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+
+
+def stored_config(run_dir: str | Path) -> Config:
+    """The configuration a run was trained with, from its checkpoint."""
+    return config_from_dict(load_checkpoint(run_dir)["config"])

@@ -1,0 +1,55 @@
+"""Shared fixtures: generated audio only (no audio files live in the repo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test session decodes into its own cache, never the user's ~/.cache."""
+    monkeypatch.setenv("AUDIOCPC_CACHE", str(tmp_path_factory.getbasetemp() / "audio-cache"))
+    torch.set_num_threads(2)
+
+
+def write_tone_dataset(folder: Path, files: int = 24, seconds: float = 2.0, sample_rate: int = 8000,
+                       seed: int = 0) -> Path:
+    """Files whose future is predictable from their past: each one a tone at its own pitch
+    (log-spaced 150-2500 Hz, shuffled), with a little noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pitches = np.geomspace(150, 2500, files)
+    rng.shuffle(pitches)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for i, f0 in enumerate(pitches):
+        wave = 0.5 * np.sin(2 * np.pi * f0 * t + rng.uniform(0, 6.28))
+        wave += 0.02 * rng.standard_normal(t.size)
+        sf.write(folder / f"tone{i:03d}.wav", wave.astype(np.float32), sample_rate)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tone_dataset(tmp_path_factory.mktemp("tones"))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from audiocpc.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), files_per_class=8,
+                             test_files_per_class=4, seconds=3.0)
+
+
+@pytest.fixture
+def fsdd_dir() -> Path:
+    if not FSDD.is_dir():
+        pytest.skip(f"FSDD not found at {FSDD}")
+    return FSDD
