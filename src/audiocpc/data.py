@@ -169,5 +169,8 @@ def batch_stream(sampler: CropSampler, start: int, stop: int, num_workers: int =
     loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,
                         num_workers=num_workers, pin_memory=pin_memory,
                         prefetch_factor=4 if num_workers else None,
-                        persistent_workers=False)
+                        persistent_workers=False,
+                        # its own generator: creating the iterator must not consume the global
+                        # RNG, whose state a resumed run restores for dropout and negatives
+                        generator=torch.Generator().manual_seed(sampler.seed))
     return iter(loader)

@@ -1,0 +1,83 @@
+"""Configuration: presets, overrides and load-time validation messages."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from audiocpc.cli import main
+from audiocpc.config import available_presets, config_from_dict, load_config, window_samples
+from audiocpc.errors import ConfigError
+
+
+def test_reference_defaults() -> None:
+    cfg = load_config("1dconv_gru")
+    assert (cfg.data.T, cfg.data.k, cfg.data.N) == (27, 3, 8)
+    assert (cfg.data.full_duration, cfg.data.desired_sr) == (4.0, 4410)
+    assert window_samples(cfg) == 588
+    enc = cfg.model.encoder.params
+    assert enc["strides"] == [5, 4, 2, 2, 2] and enc["kernels"] == [10, 8, 4, 4, 4]
+    assert enc["filters"] == 512 and (cfg.model.z_dim, cfg.model.c_dim) == (256, 512)
+    tr = load_config("1dconv_transformer").model.context
+    assert tr.type == "transformer"
+    assert {k: tr.params[k] for k in ("num_layers", "num_heads", "dff", "dropout")} == {
+        "num_layers": 2, "num_heads": 2, "dff": 100, "dropout": 0.1}
+    assert load_config("1dconv_lstm").model.context.type == "lstm"
+
+
+@pytest.mark.parametrize("name", available_presets())
+def test_every_preset_loads_and_round_trips(name: str) -> None:
+    cfg = load_config(name)
+    again = config_from_dict(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_dotted_overrides_are_typed() -> None:
+    cfg = load_config("1dconv_gru", ["train.lr=1e-3", "data.N=4", "model.context.num_layers=2"])
+    assert cfg.train.lr == 1e-3 and cfg.data.N == 4
+    assert cfg.model.context.params["num_layers"] == 2
+
+
+def test_unknown_key_names_the_nearest_valid_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gru", ["train.learning_rat=1", "data.TT=3"])
+    text = str(err.value)
+    assert "data.TT: unknown key; did you mean 'data.T'?" in text
+    assert "train.learning_rat" in text
+    with pytest.raises(ConfigError, match="model.encoder.strdes: .*did you mean 'strides'"):
+        load_config("1dconv_gru", ["model.encoder.strdes=[1]"])
+
+
+def test_window_length_not_whole_names_nearest_full_durations() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gru", ["data.full_duration=4.1"])
+    message = str(err.value)
+    assert message.startswith("data.full_duration:")
+    # 18081 samples / 30 windows: the nearest whole multiples are 18060 and 18090 samples
+    assert f"{18060 / 4410:.6f}" in message and f"{18090 / 4410:.6f}" in message
+    for nearest in (18060 / 4410, 18090 / 4410):
+        load_config("1dconv_gru", [f"data.full_duration={nearest!r}"])  # both are accepted
+
+
+def test_bad_preset_name_lists_the_presets() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gr")
+    assert "unknown preset '1dconv_gr'" in str(err.value)
+    assert "Did you mean '1dconv_gru'?" in str(err.value)
+    assert "1dconv_transformer" in str(err.value)
+
+
+def test_every_problem_is_reported_with_its_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gru", ["train.lr=-1", "model.context.type=grux", "data.N=one"])
+    fields = [p.split(":")[0] for p in err.value.problems]
+    assert {"train.lr", "model.context.type", "data.N"} <= set(fields)
+    assert any("Registered: gru, lstm" in p for p in err.value.problems)
+
+
+def test_cli_config_show_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "1dconv_gru", "--set", "train.lr=3e-4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["lr"] == 3e-4 and shown["data"]["T"] == 27
+    assert main(["config", "show", "1dconv_gru", "--set", "data.TT=1"]) == 2
+    assert "did you mean 'data.T'" in capsys.readouterr().err
