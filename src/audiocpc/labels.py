@@ -1,0 +1,152 @@
+"""Class labels for audio files, discovered from the data (never listed in code).
+
+Only the path BELOW the data folder is used, so a data folder that happens to sit inside a
+directory named `rock` does not label everything `rock`. Modes:
+
+- `auto` (default): the name of the sub-folder a file sits in (`blues/x.wav` -> blues);
+  for a file directly in the data folder, the leading word of its name
+  (`blues.00000.wav` -> blues, `pop37.wav` -> pop, `7seven00032.wav` -> seven).
+- `folder`: the name of the sub-folder only.
+- `regex`: the named group `label` of a pattern searched in the file name.
+- `csv`: a table of `file,label` rows, paths relative to the data folder.
+
+A file without a label gets "" (unlabelled); the count is warned about once.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal, Optional, Sequence
+
+from audiocpc.errors import ConfigError
+
+log = logging.getLogger("audiocpc")
+
+LabelMode = Literal["auto", "folder", "regex", "csv"]
+LABEL_MODES: tuple[str, ...] = ("auto", "folder", "regex", "csv")
+UNLABELLED = ""
+
+# Optional leading digits (`7seven00032`), then a word that may join letter runs with _ or -
+# (`hip_hop.00001`); the digits and punctuation that follow are the file's number.
+_NAME_LABEL = re.compile(r"^\d*([A-Za-z]+(?:[_-][A-Za-z]+)*)")
+
+
+def label_from_name(file_name: str) -> str:
+    """The label the `auto` mode reads from a file name, or "" if it has none."""
+    match = _NAME_LABEL.match(PurePosixPath(file_name).name)
+    return match.group(1) if match else UNLABELLED
+
+
+@dataclass
+class LabelRule:
+    """A validated way of labelling files; build it with `label_rule`."""
+
+    mode: LabelMode = "auto"
+    pattern: Optional[re.Pattern[str]] = None
+    table: dict[str, str] = field(default_factory=dict)
+
+    def label(self, relative: str) -> str:
+        """The label of a file given by its posix path below the data folder."""
+        path = PurePosixPath(relative)
+        folder = path.parent.name  # "" for a file directly in the data folder
+        if self.mode == "folder":
+            return folder
+        if self.mode == "auto":
+            return folder or label_from_name(path.name)
+        if self.mode == "regex":
+            assert self.pattern is not None
+            match = self.pattern.search(path.name)
+            return (match.group("label") or UNLABELLED) if match else UNLABELLED
+        return self.table.get(path.as_posix(), UNLABELLED)
+
+
+def safe_relative_path(text: str, source: str) -> str:
+    """A path from a label table, normalised to posix; refuses paths that leave the folder."""
+    raw = text.strip().replace("\\", "/")
+    if not raw:
+        raise ConfigError(f"{source}: empty file name")
+    if PurePosixPath(raw).is_absolute() or PureWindowsPath(text.strip()).drive:
+        raise ConfigError(f"{source}: '{text.strip()}' is an absolute path; give paths relative "
+                          "to the data folder (e.g. blues/blues.00000.wav)")
+    parts = [p for p in PurePosixPath(raw).parts if p != "."]
+    if ".." in parts:
+        raise ConfigError(f"{source}: '{text.strip()}' leaves the data folder ('..'); give paths "
+                          "relative to the data folder, inside it")
+    if not parts:
+        raise ConfigError(f"{source}: '{text.strip()}' is not a file name")
+    return PurePosixPath(*parts).as_posix()
+
+
+def read_label_table(csv_path: str | Path) -> dict[str, str]:
+    """`file,label` rows (a header row `file,label` is optional) -> {relative path: label}."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ConfigError(f"--labels-csv: no such file: {csv_path}")
+    table: dict[str, str] = {}
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if line_number == 1 and [c.strip().lower() for c in row] == ["file", "label"]:
+                continue
+            source = f"{csv_path}:{line_number}"
+            if len(row) != 2:
+                raise ConfigError(f"{source}: expected two columns 'file,label', got {len(row)}")
+            name = safe_relative_path(row[0], source)
+            label = row[1].strip()
+            if table.get(name, label) != label:
+                raise ConfigError(f"{source}: '{name}' is labelled both '{table[name]}' and '{label}'")
+            table[name] = label
+    return table
+
+
+def label_rule(mode: str = "auto", pattern: Optional[str] = None,
+               csv_path: Optional[str | Path] = None) -> LabelRule:
+    """Validate the label settings. A pattern implies `regex`, a CSV file implies `csv`."""
+    if pattern is not None and csv_path is not None:
+        raise ConfigError("give either --label-pattern or --labels-csv, not both")
+    if mode == "auto" and pattern is not None:
+        mode = "regex"
+    if mode == "auto" and csv_path is not None:
+        mode = "csv"
+    if mode not in LABEL_MODES:
+        raise ConfigError(f"--label-mode: unknown mode '{mode}'; choose {', '.join(LABEL_MODES)}")
+    if mode == "regex":
+        if pattern is None:
+            raise ConfigError("--label-mode regex needs --label-pattern, e.g. '^(?P<label>\\d)_'")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"--label-pattern: not a valid regular expression: {exc}") from None
+        if "label" not in compiled.groupindex:
+            raise ConfigError("--label-pattern: the pattern needs a named group 'label', "
+                              "e.g. '^(?P<label>\\d)_'")
+        return LabelRule("regex", pattern=compiled)
+    if mode == "csv":
+        if csv_path is None:
+            raise ConfigError("--label-mode csv needs --labels-csv FILE (rows: file,label)")
+        return LabelRule("csv", table=read_label_table(csv_path))
+    if pattern is not None or csv_path is not None:
+        raise ConfigError(f"--label-mode {mode} does not use --label-pattern or --labels-csv")
+    return LabelRule(mode)  # type: ignore[arg-type]
+
+
+def assign_labels(relative_paths: Sequence[str], rule: LabelRule) -> list[str]:
+    """One label per file ("" = unlabelled), warning once about unlabelled files and about
+    table rows that name no file."""
+    labels = [rule.label(p) for p in relative_paths]
+    missing = [p for p, label in zip(relative_paths, labels) if label == UNLABELLED]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        log.warning("%d of %d file(s) have no label (%s mode) and are kept as unlabelled: %s",
+                    len(missing), len(labels), rule.mode, shown)
+    if rule.mode == "csv":
+        unused = len(set(rule.table) - set(relative_paths))
+        if unused:
+            log.warning("%d row(s) of the label table name files that are not embedded "
+                        "(not found, unreadable or too short)", unused)
+    return labels
