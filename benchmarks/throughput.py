@@ -1,0 +1,194 @@
+"""Throughput benchmark: data pipeline, training, embedding, FLOPs and memory.
+
+    python benchmarks/throughput.py --preset 1dconv_gru --precisions none,bf16 --json out.json
+
+Prints a table and (with --json) writes the numbers. Training is timed through the same
+`Trainer.train_step` the CLI uses, after warm-up, as the median of several intervals.
+Model FLOPs are counted from the layers' shapes (see audiocpc.flops) and compared with a
+matmul peak measured in the same run. Without --data, a synthetic data set is generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from audiocpc.config import load_config
+from audiocpc.data import CropSampler, batch_stream, load_corpus
+from audiocpc.demo import make_demo_dataset
+from audiocpc.flops import count_training_flops
+from audiocpc.train import Trainer, autocast_context
+
+
+def median_rate(work: Callable[[], None], units: float, intervals: int, per_interval: int) -> float:
+    """Median over `intervals` of (units x per_interval) / seconds."""
+    rates = []
+    for _ in range(intervals):
+        start = time.perf_counter()
+        for _ in range(per_interval):
+            work()
+        rates.append(units * per_interval / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    return median_rate(lambda: a @ b, 2 * size**3 / 1e9, repeats, 2)
+
+
+def peak_rss_mib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def bench_data(corpus: Any, cfg: Any, intervals: int) -> float:
+    sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, seed=0)
+    steps = iter(range(10**9))
+    rate = median_rate(lambda: sampler.batch(next(steps)), cfg.data.N, intervals, 20)
+    if cfg.data.num_workers:  # the loader with its worker processes, as training uses it
+        stream = batch_stream(sampler, 0, 10**9, num_workers=cfg.data.num_workers)
+        next(stream)
+        rate = median_rate(lambda: next(stream), cfg.data.N, intervals, 20)
+    return rate
+
+
+def bench_training(trainer: Trainer, corpus: Any, warmup: int, intervals: int, per_interval: int
+                   ) -> tuple[float, float]:
+    cfg = trainer.config
+    sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, seed=0)
+    batches = [torch.from_numpy(sampler.batch(i)) for i in range(4)]
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        trainer.train_step(batches[next(counter) % len(batches)])
+
+    for _ in range(warmup):
+        step()
+    steps_per_second = median_rate(step, 1, intervals, per_interval)
+
+    model = trainer.model
+
+    def one_step() -> None:
+        with autocast_context(trainer.device, cfg.train.mixed_precision):
+            out = model(batches[0].to(trainer.device))
+        out.loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    flops = count_training_flops(model, one_step)
+    return steps_per_second, flops / 1e9
+
+
+def bench_embedding(trainer: Trainer, corpus: Any, intervals: int) -> float:
+    """Seconds of audio per second for context embeddings of training-length crops."""
+    cfg, model = trainer.config, trainer.model
+    model.eval()
+    crop = cfg.data.crop_samples
+    if model.window is not None:
+        crop = cfg.data.T * model.window
+    batch = 32
+    sampler = CropSampler(corpus, crop, batch, seed=1)
+    waves = torch.from_numpy(sampler.batch(0)).to(trainer.device)
+
+    def embed() -> None:
+        with torch.inference_mode(), autocast_context(trainer.device, cfg.train.mixed_precision):
+            model.contextualize(model.encode(waves))
+
+    embed()
+    rate = median_rate(embed, batch * crop / cfg.data.desired_sr, intervals, 2)
+    model.train()
+    return rate
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    torch.set_num_threads(args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix="audiocpc-bench-"))
+    data_dir = Path(args.data) if args.data else make_demo_dataset(
+        workdir / "data", files_per_class=6, test_files_per_class=1, seconds=6.0) / "train"
+    peaks = {"none": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    rows = []
+    for precision in args.precisions.split(","):
+        overrides = [f"output.dir={workdir / 'runs'}", f"output.name=bench_{precision}",
+                     f"train.mixed_precision={precision}", f"train.device={args.device}",
+                     *args.overrides]
+        cfg = load_config(args.preset, overrides)
+        corpus = load_corpus(data_dir, cfg.data, cfg.data.crop_samples, progress=False)
+        trainer = Trainer(cfg, data_dir, force=True, progress=False)
+        data_rate = bench_data(corpus, cfg, args.intervals)
+        steps, gflop = bench_training(trainer, corpus, args.warmup, args.intervals, args.steps)
+        embed_rate = bench_embedding(trainer, corpus, args.intervals)
+        crop_seconds = cfg.data.crop_samples / cfg.data.desired_sr
+        peak = peaks["bf16" if precision == "bf16" else "none"]
+        rows.append({
+            "preset": args.preset, "precision": precision, "device": str(trainer.device),
+            "threads": args.threads, "batch": cfg.data.N,
+            "train_steps_per_second": steps,
+            "train_audio_seconds_per_second": steps * cfg.data.N * crop_seconds,
+            "model_gflop_per_step": gflop,
+            "achieved_gflops": gflop * steps,
+            "matmul_peak_gflops": peak,
+            "fraction_of_matmul_peak": gflop * steps / peak,
+            "matmul_peak_gflops_fp32": peaks["none"], "matmul_peak_gflops_bf16": peaks["bf16"],
+            "data_crops_per_second": data_rate,
+            "data_headroom": data_rate / (steps * cfg.data.N),
+            "embed_audio_seconds_per_second": embed_rate,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    keys = [k for k in rows[0] if k not in ("preset",)]
+    print(f"preset: {rows[0]['preset']}  ({platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__})")
+    width = max(len(k) for k in keys)
+    for key in keys:
+        cells = []
+        for row in rows:
+            value = row[key]
+            cells.append(f"{value:>14.3f}" if isinstance(value, float) else f"{value!s:>14}")
+        print(f"{key:<{width}} " + " ".join(cells))
+    if len(rows) > 1:
+        base = rows[0]["train_steps_per_second"]
+        for row in rows[1:]:
+            print(f"speed-up of {row['precision']} over {rows[0]['precision']}: "
+                  f"{row['train_steps_per_second'] / base:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="1dconv_gru")
+    parser.add_argument("--data", help="folder of audio (default: generated synthetic data)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--precisions", default="none", help="comma list of none,bf16,fp16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--intervals", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per timed interval")
+    parser.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
+    parser.add_argument("--json", help="write the numbers to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.warmup, args.intervals, args.steps = 1, 2, 1
+    rows = run(args)
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
