@@ -14,7 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from audiocpc.audio import read_audio
+from audiocpc.audio import check_readable, read_audio, read_failure_reason
+from audiocpc.errors import AudioReadError
 
 
 def default_cache_dir() -> Path:
@@ -38,8 +39,13 @@ class AudioCache:
         return self.folder / key[:2] / f"{key}.npy"
 
     def load(self, path: str | Path, sample_rate: int) -> np.ndarray:
-        """The decoded waveform at `sample_rate`, memory-mapped from the cache."""
-        entry = self.entry(path, sample_rate)
+        """The decoded waveform at `sample_rate`, memory-mapped from the cache. A file that
+        cannot be used (gone, a broken link, unreadable, not audio) raises AudioReadError."""
+        check_readable(path)
+        try:
+            entry = self.entry(path, sample_rate)
+        except (OSError, RuntimeError) as exc:  # deleted since the check; RuntimeError: link loop
+            raise AudioReadError(path, read_failure_reason(exc)) from None
         if entry.exists():
             try:
                 return np.load(entry, mmap_mode="r")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,19 @@ from audiocpc.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
+
+# Test hook, for the crash tests only: when set to a number of seconds, save_checkpoint
+# sleeps that long after the temporary file is complete and before it replaces an existing
+# checkpoint (announcing the stall on stderr), so a test can kill the process mid-save.
+SAVE_DELAY_ENV = "AUDIOCPC_TEST_SAVE_DELAY"
+
+
+def _test_save_stall(path: Path) -> None:
+    delay = os.environ.get(SAVE_DELAY_ENV)
+    if delay and path.exists():
+        sys.stderr.write(f"audiocpc test hook: stalling the save of {path} for {delay} s\n")
+        sys.stderr.flush()
+        time.sleep(float(delay))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -45,10 +60,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save({"format": FORMAT_VERSION, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        _test_save_stall(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -82,6 +82,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from audiocpc.config import load_config
+    from audiocpc.errors import ConfigError
+    from audiocpc.preflight import data_folder_problems
+    from audiocpc.scan import scan_folder
+
+    config = load_config(args.preset, args.overrides)
+    problems = data_folder_problems(args.data_dir)
+    if problems:
+        raise ConfigError(problems)
+    report = scan_folder(args.data_dir, config.data, progress=not args.quiet)
+    if args.all:
+        for f in report.files:
+            state = ("usable" if f.usable else "too short") if f.readable else f"unreadable: {f.reason}"
+            facts = (f"{f.sample_rate} Hz, {f.channels} ch, {f.duration:.3f} s, "
+                     if f.readable else "")
+            print(f"{f.file}: {facts}{state}{', silent' if f.silent else ''}")
+    print("\n".join(report.summary_lines()))
+    if args.report:
+        print(f"report: {report.write(args.report)}")
+    report.check(config.data.on_bad_file)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiocpc", description=(
         "Contrastive Predictive Coding on folders of raw audio: train, embed, classify, plot."))
@@ -97,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start over even if the run folder holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("check-data", help="scan a data folder: what can be read and used for training")
+    p.add_argument("data_dir", metavar="DIR", help="folder of audio files (searched recursively)")
+    _add_config_options(p)
+    p.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+    p.add_argument("--all", action="store_true", help="list every file, not only the summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_check_data)
 
     p = sub.add_parser("config", help="show presets and resolved configurations")
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -270,7 +270,7 @@ def _describe(error: dict[str, Any]) -> str:
         close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else ""
         valid = f" Valid keys here: {', '.join(names)}." if names else ""
-        return f"{dotted}: unknown key{hint}{valid}"
+        return f"{dotted}: unknown key{hint or '.'}{valid}"
     if error["type"] == "value_error" and not loc:
         return str(error["ctx"]["error"])
     given = error.get("input")

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from audiocpc.audio import audio_info, discover_audio_files, relative_name
+from audiocpc.audio import audio_info, discover_audio_files, read_failure_reason, relative_name
 from audiocpc.cache import AudioCache
 from audiocpc.config import DataConfig
 from audiocpc.errors import AudioReadError, NoUsableAudioError
@@ -69,6 +69,14 @@ def _names(paths: list[Path], root: Path) -> str:
     return shown + (f", ... (+{len(paths) - SHOWN_NAMES} more)" if len(paths) > SHOWN_NAMES else "")
 
 
+def _sample_rate(path: Path) -> Optional[int]:
+    """The file's own rate, or None if it vanished since it was decoded."""
+    try:
+        return audio_info(path).samplerate
+    except AudioReadError:
+        return None
+
+
 def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
                 progress: bool = True) -> AudioCorpus:
     """Discover, decode (once, cached) and filter the audio files below `root`."""
@@ -88,7 +96,7 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
         except AudioReadError as exc:
             return path, None, 0, exc.reason
         except OSError as exc:  # the file vanished or cannot be stat'ed
-            return path, None, 0, f"cannot read file: {exc.strerror or exc}"
+            return path, None, 0, read_failure_reason(exc)
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
@@ -115,17 +123,19 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
         log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration): %s",
                     len(short), min_samples / sr, _names(short, root))
     if data.original_sr is not None:
-        other = [p for p in kept[:200] if audio_info(p).samplerate != data.original_sr]
+        other = [p for p in kept[:200] if _sample_rate(p) not in (None, data.original_sr)]
         if other:
             log.warning("%d file(s) are not at data.original_sr=%d Hz (they are resampled from "
                         "their real rate anyway): %s", len(other), data.original_sr,
                         _names(other, root))
     if not kept:
-        longest = max((n for *_, n, r in results if r is None), default=0)
+        longest, longest_path = max(((n, p) for p, _, n, r in results if r is None),
+                                    default=(0, None))
+        named = f" ({relative_name(longest_path, root)})" if longest_path else ""
         raise NoUsableAudioError(
             f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
             f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
-            f"{longest / sr:.3f} s. Lower data.full_duration or add longer files.")
+            f"{longest / sr:.3f} s{named}. Lower data.full_duration or add longer files.")
     return AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
 
 

@@ -12,6 +12,8 @@ import contextlib
 import csv
 import logging
 import math
+import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,12 +30,38 @@ from audiocpc.data import CropSampler, load_corpus
 from audiocpc.distributed import SINGLE_PROCESS, DistributedContext
 from audiocpc.errors import CheckpointError, NonFiniteLossError, RunExistsError
 from audiocpc.models import CPCModel
+from audiocpc.preflight import check_training_setup
 
 log = logging.getLogger("audiocpc")
 
 
 def run_directory(config: Config) -> Path:
     return Path(config.output.dir) / "cpc" / config.run_name
+
+
+# What a run writes into its folder; --force removes these (and only these) before it starts.
+RUN_OUTPUTS = (CHECKPOINT_NAME, "losses.npy", "history.csv", "data_report.json", "tensorboard")
+
+
+def remove_run_outputs(run_dir: Path) -> None:
+    for name in RUN_OUTPUTS:
+        target = run_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def describe_run(checkpoint_path: Path) -> str:
+    """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
+    try:
+        payload = load_checkpoint(checkpoint_path)
+    except CheckpointError:
+        return "a run (its checkpoint cannot be read)"
+    step = int(payload.get("step", 0))
+    if payload.get("finished"):
+        return f"a finished run ({step} steps)"
+    return f"an unfinished run (stopped at step {step})"
 
 
 def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
@@ -122,6 +150,7 @@ class Trainer:
         self.data_dir = Path(data_dir)
         self.run_dir = run_directory(config)
         self.progress = progress
+        self.force = force
         self.dist = dist
         self.device = self._device()
         checkpoint_path = self.run_dir / CHECKPOINT_NAME
@@ -131,13 +160,14 @@ class Trainer:
                 self._resume_payload = load_checkpoint(checkpoint_path)
             elif not force:
                 raise RunExistsError(
-                    f"{self.run_dir} already holds a run. Continue it with --resume, start over "
-                    "with --force, or choose another --name.")
+                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
+                    "with --resume, start over with --force, or choose another --name.")
         elif resume:
             log.warning("no checkpoint in %s: starting a new run", self.run_dir)
 
         torch.manual_seed(config.train.seed)
         self.model = CPCModel(config).to(self.device)
+        check_training_setup(config, self.data_dir, self.model, dist.world_size)
         self.optimizer = build_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=config.train.mixed_precision == "fp16")
@@ -274,21 +304,43 @@ class Trainer:
             self._write_history()
 
     def _write_history(self) -> None:
-        np.save(self.run_dir / "losses.npy", np.array([h["loss"] for h in self.history], dtype=np.float32))
+        # temporary files renamed into place: a kill mid-write never leaves half a file
+        losses_tmp = self.run_dir / ".losses.npy.tmp"
+        with open(losses_tmp, "wb") as handle:
+            np.save(handle, np.array([h["loss"] for h in self.history], dtype=np.float32))
+        os.replace(losses_tmp, self.run_dir / "losses.npy")
         keys = list(self.history[0]) if self.history else []
-        with open(self.run_dir / "history.csv", "w", newline="") as handle:
+        history_tmp = self.run_dir / ".history.csv.tmp"
+        with open(history_tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
+        os.replace(history_tmp, self.run_dir / "history.csv")
+
+    def _scan_data(self) -> None:
+        """Scan the data folder (cached), write data_report.json, stop if nothing is usable."""
+        from audiocpc.scan import REPORT_NAME, scan_folder
+
+        report = scan_folder(self.data_dir, self.config.data,
+                             progress=self.progress and self.dist.is_main)
+        if self.dist.is_main:
+            path = report.write(self.run_dir / REPORT_NAME)
+            log.info("data: %s (details in %s)", report.summary_lines()[0], path)
+            if report.silent:
+                log.info("data: %d silent file(s), still used", len(report.silent))
+        report.check(self.config.data.on_bad_file)
 
     def fit(self) -> TrainResult:
         cfg = self.config
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
-        if self.step >= self.total_steps:
+        if self.step >= self.total_steps:  # a finished run: its folder is left as it is
             log.info("%s has already finished %d steps", self.run_dir, self.step)
             return TrainResult(self.run_dir, self.step, self.history, self.step_losses)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.force and self._resume_payload is None:
+                remove_run_outputs(self.run_dir)  # nothing of the old run is left to resume
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        self._scan_data()
         corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples, progress=self.progress)
         if self.dist.is_main:
             log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
