@@ -50,13 +50,19 @@ def _train_config(args: argparse.Namespace):  # -> Config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from audiocpc.distributed import distributed_session
     from audiocpc.train import train
 
     config = _train_config(args)
-    result = train(config, args.data, resume=args.resume, force=args.force, progress=not args.quiet)
+    # Under torchrun every process runs this; without it, the session is a single process.
+    with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
+                             config.train.device) as dist:
+        result = train(config, args.data, resume=args.resume, force=args.force,
+                       progress=not args.quiet, dist=dist)
     if result.interrupted:
         return 130
-    print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss {result.final_loss:.4f})")
+    if dist.is_main:
+        print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss {result.final_loss:.4f})")
     return 0
 
 
@@ -171,8 +177,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.handler(args)
     except AudiocpcError as exc:
+        import os  # under torchrun, say which process speaks
+
+        who = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"audiocpc: error: {line}", file=sys.stderr)
+            print(f"audiocpc: error{who}: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("audiocpc: interrupted", file=sys.stderr)

@@ -83,6 +83,11 @@ class NegativesConfig(Section):
         description="negatives per prediction; null = every sequence of the batch "
         "but the positive's, at the target's step (the reference: N-1)",
     )
+    across_ranks: bool = Field(
+        False,
+        description="distributed runs: draw negatives from the z of every process's batch "
+        "(a differentiable all_gather) instead of this process's own batch",
+    )
 
 
 class LossConfig(Section):
@@ -102,6 +107,14 @@ class TrainConfig(Section):
     seed: int = 0
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")
     on_nan: Literal["stop", "skip"] = "stop"
+    distributed_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="under torchrun: auto = nccl with CUDA, gloo on CPU")
+    distributed_timeout_s: float = Field(
+        600.0, gt=0, description="under torchrun: longest wait for the other processes in any "
+        "collective before the run stops with an error (e.g. when one rank died)")
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="under torchrun: none = train.lr as given; linear = train.lr x "
+        "number of processes (data.N is per process, so the global batch is N x processes)")
 
 
 class OutputConfig(Section):

@@ -4,9 +4,11 @@
 skips files that are unreadable or shorter than a crop with one warning each kind, and
 keeps only the paths of memory-mapped arrays, so worker processes open them cheaply.
 
-The crops of training step s are drawn from `numpy.random.default_rng([seed, rank, s])`:
+The crops of training step s are drawn from `numpy.random.default_rng([seed, 0, s])`:
 the batch of a step does not depend on what came before, so a resumed run sees exactly the
-batches it would have seen, and each distributed rank sees different ones.
+batches it would have seen. In a distributed run every rank draws the same global batch of
+N x world_size crops and loads only its own slice (rows rank*N .. rank*N+N-1): ranks see
+different crops, and a step's global batch is the same for any number of processes.
 """
 
 from __future__ import annotations
@@ -51,8 +53,25 @@ class AudioCorpus:
 
     def wave(self, index: int) -> np.ndarray:
         if self._arrays is None:
-            self._arrays = [np.load(e, mmap_mode="r") for e in self.entries]
+            self._arrays = [self._open(i) for i in range(len(self.entries))]
         return self._arrays[index]
+
+    def _open(self, index: int) -> np.ndarray:
+        try:
+            return np.load(self.entries[index], mmap_mode="r")
+        except (OSError, ValueError):  # the decoded copy is gone (cache cleared): decode again
+            path = self.paths[index]
+            try:
+                wave = AudioCache(self.entries[index].parent.parent).load(path, self.sample_rate)
+            except AudioReadError as exc:
+                raise NoUsableAudioError(
+                    f"{path}: its decoded copy in the cache vanished after the data was loaded, "
+                    f"and the file cannot be decoded again ({exc.reason}). Run again (with "
+                    "--resume to continue from the last checkpoint).") from None
+            if wave.shape[0] != self.lengths[index]:
+                raise NoUsableAudioError(f"{path}: changed while in use ({wave.shape[0]} samples "
+                                         f"instead of {self.lengths[index]}); run again")
+            return wave
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -143,19 +162,24 @@ class CropSampler:
     """Batches of `batch_size` random crops of `crop_samples`, seeded per step."""
 
     def __init__(self, corpus: AudioCorpus, crop_samples: int, batch_size: int, seed: int,
-                 rank: int = 0):
+                 rank: int = 0, world_size: Optional[int] = None):
         self.corpus, self.crop_samples, self.batch_size = corpus, crop_samples, batch_size
-        self.seed, self.rank = seed, rank
+        self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def batch(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.rank, step])
+        # With world_size: rank r keeps rows r*N.. of one global batch drawn alike on every
+        # rank (the training loop's way). Without: a stream of its own per rank.
+        shared = self.world_size is not None
+        rng = np.random.default_rng([self.seed, 0 if shared else self.rank, step])
+        rows = self.batch_size * (self.world_size or 1)
+        first = self.rank * self.batch_size if shared else 0
         n_files = len(self.corpus)
-        files = rng.choice(n_files, size=self.batch_size, replace=n_files < self.batch_size)
+        files = rng.choice(n_files, size=rows, replace=n_files < rows)
         crops = np.empty((self.batch_size, self.crop_samples), dtype=np.float32)
         for row, index in enumerate(files):
-            wave = self.corpus.wave(int(index))
-            start = int(rng.integers(0, wave.shape[0] - self.crop_samples + 1))
-            crops[row] = wave[start : start + self.crop_samples]
+            start = int(rng.integers(0, int(self.corpus.lengths[index]) - self.crop_samples + 1))
+            if first <= row < first + self.batch_size:
+                crops[row - first] = self.corpus.wave(int(index))[start : start + self.crop_samples]
         return crops
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -27,8 +29,10 @@ from tqdm.auto import tqdm
 from audiocpc.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from audiocpc.config import Config, config_from_dict
 from audiocpc.data import CropSampler, load_corpus
-from audiocpc.distributed import SINGLE_PROCESS, DistributedContext
-from audiocpc.errors import CheckpointError, NonFiniteLossError, RunExistsError
+from audiocpc.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
+                                  distributed_session, effective_lr, is_collective_failure,
+                                  local_cuda_index)
+from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, RunExistsError
 from audiocpc.models import CPCModel
 from audiocpc.preflight import check_training_setup
 
@@ -71,14 +75,17 @@ def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.A
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: Config,
+                    lr: Optional[float] = None) -> torch.optim.Optimizer:
+    """The optimizer at `lr` (default train.lr; distributed runs pass the scaled rate)."""
     t = config.train
+    lr = t.lr if lr is None else lr
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
 @dataclass
@@ -122,6 +129,7 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequest":
@@ -131,8 +139,12 @@ class _StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: stop at once
+        # A second Ctrl-C stops at once; one within a second of the first is the same
+        # Ctrl-C again, as torchrun forwards it to workers that already received it.
+        if self.requested and time.monotonic() - self._first_at > 1.0:
             raise KeyboardInterrupt
+        if not self.requested:
+            self._first_at = time.monotonic()
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
@@ -153,22 +165,15 @@ class Trainer:
         self.force = force
         self.dist = dist
         self.device = self._device()
-        checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        self._resume_payload: Optional[dict[str, Any]] = None
-        if checkpoint_path.exists():
-            if resume:
-                self._resume_payload = load_checkpoint(checkpoint_path)
-            elif not force:
-                raise RunExistsError(
-                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
-                    "with --resume, start over with --force, or choose another --name.")
-        elif resume:
-            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
+        self._resume_payload = self._read_resume_payload(resume, force)
 
         torch.manual_seed(config.train.seed)
-        self.model = CPCModel(config).to(self.device)
+        self.model = CPCModel(config).to(self.device)  # always the plain model (no DDP wrapper)
         check_training_setup(config, self.data_dir, self.model, dist.world_size)
-        self.optimizer = build_optimizer(self.model, config)
+        if dist.rank:  # other dropout masks and sampled negatives than rank 0's
+            torch.manual_seed(config.train.seed * 1_000_003 + dist.rank)
+        self.lr = effective_lr(config.train.lr, config.train.lr_scaling, dist.world_size)
+        self.optimizer = build_optimizer(self.model, config, lr=self.lr)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=config.train.mixed_precision == "fp16")
         self.step = 0
@@ -176,16 +181,59 @@ class Trainer:
         self.step_losses: list[float] = []
         self.meter = EpochMeter()
         self.last_finite_loss = float("nan")
+        self.last_saved_step: Optional[int] = None
         if self._resume_payload is not None:
             self._restore(self._resume_payload)
+            self.last_saved_step = self.step
+        self.network = self._wrap_for_distributed()
 
     # ------------------------------------------------------------------ set-up
+
+    def _read_resume_payload(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
+        """Rank 0 reads the checkpoint (or refuses); every rank gets the same outcome, so all
+        ranks resume from the same state even without a shared file system."""
+        outcome: tuple[Optional[dict[str, Any]], Optional[AudiocpcError]] = (None, None)
+        if self.dist.is_main:
+            try:
+                outcome = (self._read_checkpoint_here(resume, force), None)
+            except AudiocpcError as exc:
+                outcome = (None, exc)
+        payload, error = self.dist.broadcast_from_main(outcome)
+        if error is not None:
+            raise error
+        return payload
+
+    def _read_checkpoint_here(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
+        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        if checkpoint_path.exists():
+            if resume:
+                return load_checkpoint(checkpoint_path)
+            if not force:
+                raise RunExistsError(
+                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
+                    "with --resume, start over with --force, or choose another --name.")
+        elif resume:
+            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
+        return None
+
+    def _wrap_for_distributed(self) -> torch.nn.Module:
+        """The module the loop calls: DDP around the model under torchrun, else the model."""
+        if not self.dist.enabled:
+            return self.model
+        if self.config.loss.negatives.across_ranks:
+            # Its own process group: its backward collectives never interleave with DDP's.
+            group = torch.distributed.new_group(backend=self.dist.backend)
+            self.model.negative_bank = functools.partial(self.dist.gather_negative_bank, group=group)
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _device(self) -> torch.device:
         name = self.config.train.device
         if name == "auto":
             if torch.cuda.is_available():
-                return torch.device("cuda", self.dist.local_rank)
+                return torch.device("cuda", local_cuda_index(self.dist.local_rank))
             return torch.device("cpu")
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -193,6 +241,8 @@ class Trainer:
 
             raise ConfigError("train.device: cuda was asked for but no CUDA device is available "
                               "(use --set train.device=auto or cpu)")
+        if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
+            return torch.device("cuda", local_cuda_index(self.dist.local_rank))
         return device
 
     @property
@@ -216,6 +266,19 @@ class Trainer:
         self.meter = EpochMeter(**meter) if meter else EpochMeter()
         self.last_finite_loss = float(payload.get("last_finite_loss", float("nan")))
         rng = payload.get("rng", {})
+        saved_world = int(payload.get("world_size", 1))
+        saved_global = saved_world * int(payload["config"]["data"]["N"])
+        global_batch = self.dist.world_size * self.config.data.N
+        if saved_global != global_batch:
+            log.warning("resuming a run trained with a global batch of %d (%d process(es)) with "
+                        "%d (%d): the batches differ from those of an uninterrupted run",
+                        saved_global, saved_world, global_batch, self.dist.world_size)
+        per_rank = rng.get("ranks") or []
+        if self.dist.rank < len(per_rank):  # this rank's own generator state
+            rng = per_rank[self.dist.rank]
+        elif self.dist.rank:  # no saved state for this rank: derive one from the step
+            rng = {}
+            torch.manual_seed(self.config.train.seed * 1_000_003 + self.dist.rank + self.step)
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if rng.get("cuda") and torch.cuda.is_available():
@@ -240,11 +303,23 @@ class Trainer:
             "last_finite_loss": self.last_finite_loss,
             "rng": rng,
             "finished": finished,
+            "world_size": self.dist.world_size,
         }
 
     def save(self, finished: bool = False) -> None:
+        """Called on every rank at the same step; only rank 0 writes."""
+        rank_rng = None
+        if self.dist.enabled:  # each rank's generator state, so every rank resumes exactly
+            own: dict[str, Any] = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                own["cuda"] = torch.cuda.get_rng_state_all()
+            rank_rng = self.dist.gather_objects(own)
         if self.dist.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload(finished))
+            payload = self._payload(finished)
+            if rank_rng is not None:
+                payload["rng"]["ranks"] = rank_rng
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
+        self.last_saved_step = self.step
 
     # ------------------------------------------------------------------ loop
 
@@ -259,9 +334,9 @@ class Trainer:
         """One optimisation step; returns (loss, per-step accuracy), or None if skipped."""
         cfg = self.config.train
         crops = crops.to(self.device, non_blocking=True)
-        self.model.train()
+        self.network.train()
         with autocast_context(self.device, cfg.mixed_precision):
-            out = self.model(crops)
+            out = self.network(crops)
         loss = out.loss  # computed in float32 by info_nce
         loss_value = float(self.dist.mean(loss.detach()).item())
         if not math.isfinite(loss_value):
@@ -341,17 +416,20 @@ class Trainer:
                 remove_run_outputs(self.run_dir)  # nothing of the old run is left to resume
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         self._scan_data()
-        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples, progress=self.progress)
+        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples,
+                             progress=self.progress and self.dist.is_main)
         if self.dist.is_main:
             log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
                      corpus.total_seconds / 60, self.data_dir)
-        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed, self.dist.rank)
+            log.info(self.batch_summary())
+        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed,
+                              self.dist.rank, self.dist.world_size)
         writer = self._tensorboard()
         steps_per_epoch = cfg.train.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
                    unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         interrupted = False
-        with _StopRequest() as stop:
+        with _StopRequest() as stop, self._collective_failures_explained():
             tick = time.perf_counter()
             for step, crops in self._batches(sampler):
                 assert step == self.step, f"batch for step {step} arrived at step {self.step}"
@@ -373,7 +451,7 @@ class Trainer:
                     self._end_epoch(self.step // steps_per_epoch)
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save(finished=self.step == self.total_steps)
-                if stop.requested:
+                if self.dist.any(stop.requested, self.device):  # every rank stops at this step
                     interrupted = True
                     if self.step % cfg.train.checkpoint_every:
                         self.save()
@@ -383,6 +461,41 @@ class Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted)
+
+    def batch_summary(self) -> str:
+        """The batch and learning-rate rule of this run, printed at start."""
+        cfg, world = self.config, self.dist.world_size
+        if not self.dist.enabled:
+            return f"batch: {cfg.data.N} sequences per step; lr {self.lr:g}"
+        pool = ("the global batch (loss.negatives.across_ranks)" if cfg.loss.negatives.across_ranks
+                else "each process's own batch")
+        return (f"distributed: {world} processes ({self.dist.backend}); data.N = {cfg.data.N} "
+                f"sequences per process, global batch {cfg.data.N * world}; lr {self.lr:g} "
+                f"(train.lr {cfg.train.lr:g}, train.lr_scaling={cfg.train.lr_scaling}); "
+                f"negatives from {pool}")
+
+    @contextlib.contextmanager
+    def _collective_failures_explained(self) -> Iterator[None]:
+        """Turn a failed collective (another rank died, the network broke, a timeout) into
+        one clear message that says where the intact checkpoint is."""
+        try:
+            yield
+        except Exception as exc:
+            if not (self.dist.enabled and is_collective_failure(exc)):
+                raise
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # gloo's text starts with a source location and ends with advice: keep the cause
+            first_line = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0].rstrip(".")
+            if self.last_saved_step is None:
+                saved = (f"no checkpoint was written yet (train.checkpoint_every = "
+                         f"{self.config.train.checkpoint_every}); run the command again to start over")
+            else:
+                saved = (f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                         "intact; run the same command with --resume to continue from it")
+            raise DistributedRunError(
+                f"rank {self.dist.rank}: lost contact with the other processes during step "
+                f"{self.step + 1} ({first_line}). Another rank probably stopped or was killed "
+                f"(the launcher's summary names it); {saved}.") from None
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:
@@ -395,9 +508,15 @@ class Trainer:
 
 
 def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: bool = False,
-          progress: bool = True, dist: DistributedContext = SINGLE_PROCESS) -> TrainResult:
-    """Train (or resume) a CPC model on the audio below `data_dir`."""
-    return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+          progress: bool = True, dist: Optional[DistributedContext] = None) -> TrainResult:
+    """Train (or resume) a CPC model on the audio below `data_dir`. Under torchrun (and
+    `dist` not given) the processes join one DistributedDataParallel run."""
+    if dist is not None:
+        return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+    with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
+                             config.train.device) as session:
+        return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
+                       dist=session).fit()
 
 
 def stored_config(run_dir: str | Path) -> Config:

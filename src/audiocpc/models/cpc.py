@@ -7,7 +7,7 @@ Read top to bottom: `encode` turns waveforms into z, `contextualize` turns z int
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ class CPCModel(nn.Module):
         self.negative_policy = config.loss.negatives.policy
         self.negative_count = config.loss.negatives.count
         self.register_buffer("step_weights", torch.tensor(steps_weights(config)), persistent=False)
+        # Optional hook (z, labels) -> (bank, bank labels, index of this batch's first row in
+        # the bank), set by the trainer for loss.negatives.across_ranks; None: the bank is z.
+        self.negative_bank: Optional[Callable[..., tuple]] = None
 
     def encode(self, waves: torch.Tensor) -> torch.Tensor:
         """waves [B, S] -> z [B, L, z_dim]. Window mode: one z per window (frames averaged)."""
@@ -77,10 +80,13 @@ class CPCModel(nn.Module):
             positions = torch.arange(context_length, device=z.device)
             c_used = c
         predictions = self.predictor(c_used)  # [B, P, K, z_dim]
-        targets = target_indices(batch, length, positions, self.steps)
-        negatives = sample_negatives(self.negative_policy, targets, batch, length,
-                                     self.negative_count, labels)
-        logits = candidate_logits(predictions, z, targets, negatives, self.similarity)
+        bank, bank_labels, first = z, labels, 0
+        if self.negative_bank is not None:
+            bank, bank_labels, first = self.negative_bank(z, labels)
+        targets = target_indices(batch, length, positions, self.steps) + first * length
+        negatives = sample_negatives(self.negative_policy, targets, bank.shape[0], length,
+                                     self.negative_count, bank_labels)
+        logits = candidate_logits(predictions, bank, targets, negatives, self.similarity)
         result = info_nce(logits, self.step_weights)
         return CPCOutput(result.loss, result.step_loss, result.step_accuracy, result.logits, z, c)
 
