@@ -48,6 +48,21 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              test_files_per_class=4, seconds=3.0)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Path:
+    """The run folder of a 1dconv_tiny model trained for 30 steps on the demo data, shared
+    by the tests that need a trained model (embeddings, Python API)."""
+    from audiocpc.config import load_config
+    from audiocpc.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = load_config("1dconv_tiny", [f"output.dir={out}", "output.name=tiny", "data.N=8",
+                                         "train.epochs=1", "train.steps_per_epoch=30"])
+    with pytest.MonkeyPatch.context() as patch:  # session scope: the autouse cache fixture is not active
+        patch.setenv("AUDIOCPC_CACHE", str(tmp_path_factory.getbasetemp() / "audio-cache"))
+        return train(config, demo_dir / "train", progress=False).run_dir
+
+
 @pytest.fixture
 def fsdd_dir() -> Path:
     if not FSDD.is_dir():

@@ -17,6 +17,10 @@ _LAZY = {
     "CPCModel": ("audiocpc.models", "CPCModel"),
     "register": ("audiocpc.models.registry", "register"),
     "make_demo_dataset": ("audiocpc.demo", "make_demo_dataset"),
+    "load": ("audiocpc.api", "load"),
+    "CPCEmbedder": ("audiocpc.api", "CPCEmbedder"),
+    "CPCTransformer": ("audiocpc.api", "CPCTransformer"),
+    "embed_folder": ("audiocpc.embed", "embed_folder"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -112,6 +112,32 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crops_arg(text: str):  # -> int | "all"
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
+    return value
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from audiocpc.embed import embed_folder
+
+    result = embed_folder(args.run_dir, args.data, args.split, crops=args.crops, kind=args.kind,
+                          out=args.out, seed=args.seed, batch_size=args.batch_size,
+                          label_mode=args.label_mode, label_pattern=args.label_pattern,
+                          labels_csv=args.labels_csv, random_init=args.random_init,
+                          device=args.device, progress=not args.quiet)
+    info = result.info
+    print(f"wrote {result.array_path} ({info['rows']} x {info['dim']}, {info['files']} files, "
+          f"{info['skipped_short']} too short) and {result.manifest_path.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiocpc", description=(
         "Contrastive Predictive Coding on folders of raw audio: train, embed, classify, plot."))
@@ -127,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start over even if the run folder holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("embed", help="embed a folder of audio with a trained model")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder, e.g. results/cpc/<name>")
+    p.add_argument("--data", required=True, help="this split's folder of audio (searched recursively)")
+    p.add_argument("--split", required=True, help="split name for the output files, e.g. train or test")
+    p.add_argument("--crops", type=_crops_arg, default=None, metavar="M|all",
+                   help="random crops per file (default 90 for train, 5 otherwise) or 'all'")
+    p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
+                   help="c at the crop's last step, mean of c, or mean of z")
+    p.add_argument("--out", default="results", help="results folder (writes <out>/embeddings/<name>/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crop positions")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per inference batch")
+    p.add_argument("--label-mode", default="auto", choices=["auto", "folder", "regex", "csv"])
+    p.add_argument("--label-pattern", help="regex with a named group 'label', searched in file names")
+    p.add_argument("--labels-csv", help="CSV of file,label rows (paths relative to --data)")
+    p.add_argument("--random-init", action="store_true",
+                   help="embed with the untrained model (baseline; written as <name>_random)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_embed)
 
     p = sub.add_parser("check-data", help="scan a data folder: what can be read and used for training")
     p.add_argument("data_dir", metavar="DIR", help="folder of audio files (searched recursively)")

@@ -1,0 +1,211 @@
+"""Use a trained model from Python.
+
+    model = audiocpc.load("results/cpc/mymodel")
+    features = model.embed(waveform, sample_rate)          # frame-level z, c, lengths
+    matrix = model.embed_files(["a.wav", "b.wav"])         # one pooled row per file
+
+Waveforms may be numpy arrays or torch tensors at any sample rate (resampled with soxr):
+`[samples]` (mono) or `[samples, channels]` (the layout of soundfile.read; channels are
+averaged). For `[channels, samples]` (the layout of torchaudio.load) pass
+`channels_first=True`. A batch is a list of such waveforms (any lengths) or a 3-D array
+`[batch, samples, channels]`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import soxr
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from audiocpc.cache import AudioCache
+from audiocpc.config import Config
+from audiocpc.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
+                            plan_crops, pool_by_file)
+from audiocpc.errors import AudiocpcError
+from audiocpc.models import CPCModel
+from audiocpc.restore import RestoredRun, restore_run
+
+Waveform = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass
+class Features:
+    """Frame-level features of a batch, on the CPU: z [B, L, z_dim], c [B, L, c_dim] and the
+    number of valid frames per item [B] (frames past it come from zero padding)."""
+
+    z: torch.Tensor
+    c: torch.Tensor
+    lengths: torch.Tensor
+
+
+def _as_numpy(waveform: Waveform) -> np.ndarray:
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    return np.asarray(waveform, dtype=np.float32)
+
+
+def to_mono(waveform: Waveform, sample_rate: int, target_sr: int, channels_first: bool = False) -> np.ndarray:
+    """One waveform -> float32 mono at `target_sr`, computed exactly as files are decoded
+    (channels averaged, then resampled with soxr HQ), so arrays and files embed alike."""
+    wave = _as_numpy(waveform)
+    if wave.ndim == 2:
+        if channels_first:
+            wave = wave.T
+        elif wave.shape[0] < wave.shape[1]:
+            raise ValueError(
+                f"a waveform of shape {tuple(wave.shape)} looks like [channels, samples]; 2-D "
+                "waveforms are [samples, channels]: pass channels_first=True (or a list of 1-D "
+                "waveforms for a batch)")
+        wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    elif wave.ndim != 1:
+        raise ValueError("expected a waveform [samples] or [samples, channels], "
+                         f"got shape {tuple(wave.shape)}")
+    if not np.all(np.isfinite(wave)):
+        raise ValueError("the waveform contains NaN or infinite samples")
+    if sample_rate != target_sr and wave.size:
+        wave = soxr.resample(wave, sample_rate, target_sr, quality="HQ")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _as_list(waveforms: Any) -> tuple[list[Any], bool]:
+    """(items, whether the input was a batch)."""
+    if isinstance(waveforms, (list, tuple)):
+        return list(waveforms), True
+    if isinstance(waveforms, (np.ndarray, torch.Tensor)) and waveforms.ndim == 3:
+        return list(waveforms), True
+    return [waveforms], False
+
+
+class CPCEmbedder:
+    """A trained CPC model (eval mode, on the best device) that embeds audio.
+
+    Build it with `audiocpc.load(run_dir)`; `.model` is the underlying `CPCModel`."""
+
+    def __init__(self, run: RestoredRun):
+        self.run = run
+
+    @property
+    def model(self) -> CPCModel:
+        return self.run.model
+
+    @property
+    def config(self) -> Config:
+        return self.run.config
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model works at; inputs at other rates are resampled to it."""
+        return self.run.config.data.desired_sr
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def crop_samples(self) -> int:
+        """Samples (at `sample_rate`) per crop in `embed_files` / `embed_waveforms`."""
+        return crop_length(self.run.config)
+
+    def __repr__(self) -> str:
+        return f"CPCEmbedder({self.run.name!r}, device={self.device}, sample_rate={self.sample_rate})"
+
+    @torch.inference_mode()
+    def embed(self, waveform: Union[Waveform, Sequence[Waveform]], sample_rate: int,
+              channels_first: bool = False) -> Features:
+        """Frame-level features of one waveform or a batch, always with a batch axis."""
+        items, _ = _as_list(waveform)
+        waves = [to_mono(w, sample_rate, self.sample_rate, channels_first) for w in items]
+        lengths = torch.tensor([w.size for w in waves])
+        padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+        for row, wave in enumerate(waves):
+            padded[row, : wave.size] = wave
+        z, c, frames = self.model.extract_features(torch.from_numpy(padded).to(self.device),
+                                                   lengths.to(self.device))
+        return Features(z.float().cpu(), c.float().cpu(), frames.cpu())
+
+    def embed_waveforms(self, waveforms: Sequence[Waveform], sample_rate: Optional[int] = None, *,
+                        crops: Crops = 5, kind: str = "context", seed: int = 0,
+                        batch_size: int = 64, channels_first: bool = False) -> np.ndarray:
+        """Pooled embeddings, one row per waveform: the mean of `crops` crop embeddings
+        (random, seeded; or "all" consecutive crops). float32 [n, dim]."""
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        waves = [to_mono(w, rate, self.sample_rate, channels_first) for w in waveforms]
+        return self._pooled(waves, [str(i) for i in range(len(waves))], crops, kind, seed, batch_size)
+
+    def embed_files(self, paths: Sequence[str | os.PathLike], *, crops: Crops = 5,
+                    kind: str = "context", seed: int = 0, batch_size: int = 64) -> np.ndarray:
+        """Pooled embeddings, one row per audio file (read through the decoded-audio cache);
+        crops are seeded by file name, as in `audiocpc embed`. float32 [n, dim]."""
+        cache = AudioCache(self.config.data.cache_dir)
+        waves = [cache.load(p, self.sample_rate) for p in paths]
+        return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
+                            names=[str(p) for p in paths])
+
+    def _pooled(self, waves: list[np.ndarray], keys: list[str], crops: Crops, kind: str, seed: int,
+                batch_size: int, names: Optional[list[str]] = None) -> np.ndarray:
+        check_options(kind, crops, batch_size)
+        if not waves:
+            return np.zeros((0, embedding_dim(self.config, kind)), dtype=np.float32)
+        crop = self.crop_samples
+        short = [(names or keys)[i] for i, w in enumerate(waves) if w.shape[0] < crop]
+        if short:
+            raise AudiocpcError(
+                f"{len(short)} input(s) shorter than one crop ({crop / self.sample_rate:.3f} s at "
+                f"{self.sample_rate} Hz): {', '.join(short[:5])}")
+        starts = plan_crops([w.shape[0] for w in waves], keys, crop, crops, seed,
+                            self.model.window or 1)
+        rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size)
+        return pool_by_file(rows, [len(s) for s in starts])
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "auto",
+         random_init: bool = False) -> CPCEmbedder:
+    """The trained model of a run folder (e.g. results/cpc/<name>), rebuilt from its
+    checkpoint alone, in eval mode on CUDA when available. `random_init=True`: the same
+    architecture with its seeded initial weights (the untrained baseline)."""
+    return CPCEmbedder(restore_run(run_dir, device=device, random_init=random_init))
+
+
+class CPCTransformer(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: a list of waveforms (or audio file paths) -> pooled CPC
+    embeddings [n, dim]. `fit` does nothing (the model is already trained)."""
+
+    def __init__(self, run_dir: str | os.PathLike, kind: str = "context",
+                 sample_rate: Optional[int] = None, crops: Crops = 5, seed: int = 0,
+                 batch_size: int = 64, device: str = "auto"):
+        self.run_dir = run_dir
+        self.kind = kind
+        self.sample_rate = sample_rate
+        self.crops = crops
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device = device
+
+    def _embedder(self) -> CPCEmbedder:
+        wanted = (str(self.run_dir), str(self.device))
+        cached = self.__dict__.get("_loaded")
+        if cached is None or cached[0] != wanted:
+            cached = (wanted, load(self.run_dir, device=self.device))
+            self.__dict__["_loaded"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_loaded", None)  # reloaded from the run folder on first use
+        return state
+
+    def fit(self, X: Any, y: Any = None) -> "CPCTransformer":
+        return self
+
+    def transform(self, X: Sequence[Any]) -> np.ndarray:
+        embedder = self._embedder()
+        options = dict(crops=self.crops, kind=self.kind, seed=self.seed, batch_size=self.batch_size)
+        if len(X) and all(isinstance(x, (str, os.PathLike)) for x in X):
+            return embedder.embed_files(list(X), **options)
+        return embedder.embed_waveforms(list(X), self.sample_rate, **options)
