@@ -88,6 +88,22 @@ class NegativesConfig(Section):
         description="distributed runs: draw negatives from the z of every process's batch "
         "(a differentiable all_gather) instead of this process's own batch",
     )
+    allow_positive: bool = Field(
+        False, description="sampled policies: let the positive itself be drawn as a negative "
+        "(off: it never is)")
+
+
+class AugmentConfig(Section):
+    """Waveform augmentation during training (off unless apply_to is set), as in CPC_v2."""
+
+    apply_to: Literal["none", "past", "future", "both"] = Field(
+        "none", description="past: what the context network reads; future: the predicted "
+        "targets and their negatives; both: the whole crop")
+    gain_db: float = Field(0.0, ge=0, description="random gain, uniform in +-gain_db dB; 0 = off")
+    noise_snr_db: Optional[float] = Field(
+        None, description="additive white noise at this SNR in dB (per sequence); null = off")
+    time_masks: int = Field(0, ge=0, description="zeroed spans per sequence; 0 = off")
+    time_mask_seconds: float = Field(0.05, ge=0, description="longest zeroed span, in seconds")
 
 
 class LossConfig(Section):
@@ -129,6 +145,7 @@ class Config(Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> "Config":
@@ -331,6 +348,10 @@ def validate_config(raw: dict[str, Any]) -> Config:
         from audiocpc.models.negatives import negative_policy_problems
 
         problems.extend(negative_policy_problems(config))
+        if not problems:
+            from audiocpc.models.geometry import model_geometry_problems
+
+            problems.extend(model_geometry_problems(config))
     if problems:
         raise ConfigError(problems)
     assert config is not None

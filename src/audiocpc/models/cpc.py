@@ -12,8 +12,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from audiocpc.augment import WaveAugment
 from audiocpc.config import Config, steps_weights, window_samples
 from audiocpc.loss import candidate_logits, info_nce
+from audiocpc.models.geometry import build_encoder
 from audiocpc.models.negatives import sample_negatives, target_indices
 from audiocpc.models.registry import build
 
@@ -36,8 +38,7 @@ class CPCModel(nn.Module):
         self.steps = data.k
         self.sample_rate = data.desired_sr
         self.window = window_samples(config) if spec.mode == "window" else None
-        self.encoder = build("encoder", spec.encoder.type, spec.encoder.params,
-                             z_dim=spec.z_dim, sample_rate=data.desired_sr)
+        self.encoder = build_encoder(config)
         self.context = build("context", spec.context.type, spec.context.params,
                              in_dim=spec.z_dim, out_dim=spec.c_dim, max_len=data.T + data.k)
         self.predictor = build("predictor", spec.predictor.type, spec.predictor.params,
@@ -46,6 +47,8 @@ class CPCModel(nn.Module):
                                 dim=spec.z_dim)
         self.negative_policy = config.loss.negatives.policy
         self.negative_count = config.loss.negatives.count
+        self.allow_positive = config.loss.negatives.allow_positive
+        self.augment = WaveAugment(config.augment, data.desired_sr)
         self.register_buffer("step_weights", torch.tensor(steps_weights(config)), persistent=False)
         # Optional hook (z, labels) -> (bank, bank labels, index of this batch's first row in
         # the bank), set by the trainer for loss.negatives.across_ranks; None: the bank is z.
@@ -66,26 +69,51 @@ class CPCModel(nn.Module):
         """z [B, L, z_dim] -> c [B, L, c_dim]; c_t depends on z_1..z_t only."""
         return self.context(z)
 
+    def _encode_views(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z the context reads, z the targets and negatives come from); they differ only
+        when training with augmentation of the past or the future alone."""
+        if not (self.training and self.augment.active):
+            z = self.encode(waves)
+            return z, z
+        augmented = self.augment(waves)
+        if self.window is not None and self.augment.apply_to != "both":
+            # windows are encoded one by one: splice the augmented past (the first L-K
+            # windows) or future (the last K) into the crop and encode once
+            past_end = (waves.shape[1] // self.window - self.steps) * self.window
+            in_past = torch.arange(waves.shape[1], device=waves.device) < past_end
+            region = in_past if self.augment.apply_to == "past" else ~in_past
+            z = self.encode(torch.where(region, augmented, waves))
+            return z, z
+        if self.augment.apply_to == "both":
+            z = self.encode(augmented)
+            return z, z
+        z_augmented, z_clean = self.encode(augmented), self.encode(waves)
+        if self.augment.apply_to == "past":
+            return z_augmented, z_clean
+        return z_clean, z_augmented
+
     def forward(self, waves: torch.Tensor, labels: Optional[torch.Tensor] = None) -> CPCOutput:
-        z = self.encode(waves)
+        """waves [B, S] (labels [B] for label-aware negative policies) -> loss, per-step
+        accuracy and logits [B, P, K, 1 + M] with the positive at index 0; P = 1 in window
+        mode (predictions from c_T), L - K in frame mode (from every step)."""
+        z_past, z = self._encode_views(waves)
         batch, length, _ = z.shape
         context_length = length - self.steps
         if context_length < 1:
             raise ValueError(f"{length} encoded steps leave no context before {self.steps} predictions")
-        c = self.contextualize(z[:, :context_length])
+        c = self.contextualize(z_past[:, :context_length])
+        predictions = self.predictor(c)  # [B, L - K, K, z_dim]; causal, like c
         if self.window is not None:  # the reference: predict from the last context step only
             positions = torch.tensor([context_length - 1], device=z.device)
-            c_used = c[:, -1:]
+            predictions = predictions[:, -1:]
         else:  # the CPC paper: predict from every step that has K future steps
             positions = torch.arange(context_length, device=z.device)
-            c_used = c
-        predictions = self.predictor(c_used)  # [B, P, K, z_dim]
         bank, bank_labels, first = z, labels, 0
         if self.negative_bank is not None:
             bank, bank_labels, first = self.negative_bank(z, labels)
         targets = target_indices(batch, length, positions, self.steps) + first * length
         negatives = sample_negatives(self.negative_policy, targets, bank.shape[0], length,
-                                     self.negative_count, bank_labels)
+                                     self.negative_count, bank_labels, self.allow_positive)
         logits = candidate_logits(predictions, bank, targets, negatives, self.similarity)
         result = info_nce(logits, self.step_weights)
         return CPCOutput(result.loss, result.step_loss, result.step_accuracy, result.logits, z, c)

@@ -15,7 +15,7 @@ def activation(name: str) -> nn.Module:
 
 
 class ChannelNorm(nn.Module):
-    """Normalise each time step across channels (CPC_audio's stable choice): [B, C, L]."""
+    """Normalise each time step across channels (CPC_audio's stable choice): [B, C, ...]."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
@@ -26,7 +26,8 @@ class ChannelNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=1, keepdim=True)
         var = x.var(dim=1, keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # [B, C, L] or [B, C, F, T]
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
 
 
 def norm1d(kind: str, channels: int) -> nn.Module:
@@ -40,3 +41,10 @@ def norm1d(kind: str, channels: int) -> nn.Module:
     if kind == "layer":
         return nn.GroupNorm(1, channels)  # over channels and time, per example
     raise ValueError(f"unknown norm '{kind}'; choose none, batch, layer or channel")
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """Normalisation for [B, C, F, T] feature maps."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return norm1d(kind, channels)  # none, channel and layer work on any trailing shape

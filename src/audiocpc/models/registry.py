@@ -23,7 +23,7 @@ KINDS = ("encoder", "context", "predictor", "similarity")
 
 # Arguments each kind receives from the model builder, never from the configuration.
 WIRING: dict[str, tuple[str, ...]] = {
-    "encoder": ("z_dim", "sample_rate"),
+    "encoder": ("z_dim", "sample_rate", "window_samples"),
     "context": ("in_dim", "out_dim", "max_len"),
     "predictor": ("c_dim", "z_dim", "steps"),
     "similarity": ("dim",),
@@ -51,7 +51,7 @@ def registered(kind: str) -> list[str]:
 
 def _ensure_builtins() -> None:
     # Importing the component modules registers the built-in components.
-    from audiocpc.models import context, encoders, predictors, similarity  # noqa: F401
+    from audiocpc.models import context, encoders, logmel, predictors, similarity  # noqa: F401
 
 
 def resolve(kind: str, type_name: str) -> Callable[..., Any]:
