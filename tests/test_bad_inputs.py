@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from audiocpc.audio import read_audio
 from audiocpc.config import load_config
 from audiocpc.data import load_corpus
-from audiocpc.errors import AudioReadError
+from audiocpc.errors import AudioReadError, NoUsableAudioError
 from audiocpc.scan import scan_folder
 
 SR = 8000
@@ -256,6 +256,25 @@ def test_file_deleted_between_scan_and_use(tmp_path: Path) -> None:
     # a cached scan result must not hide that it is gone
     again = scan_folder(folder, data, progress=False)
     assert "vanishing.wav" not in {f.file for f in again.files}
+
+
+def test_decoded_copy_removed_during_training_is_decoded_again(tmp_path: Path) -> None:
+    folder = _good_folder(tmp_path / "data")
+    data = _data_config(tmp_path)
+    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    expected = [np.array(corpus.wave(i)) for i in range(len(corpus))]
+    fresh = load_corpus(folder, data, data.crop_samples, progress=False)  # nothing opened yet
+    for entry in fresh.entries:
+        entry.unlink()  # someone clears the cache mid-run
+    for i, wave in enumerate(expected):
+        np.testing.assert_array_equal(fresh.wave(i), wave)
+
+    gone = load_corpus(folder, data, data.crop_samples, progress=False)
+    gone.entries[1].unlink()
+    (folder / GOOD[1]).unlink()  # and the source is gone too: a clear error, not a traceback
+    with pytest.raises(NoUsableAudioError, match=r"good_b.wav: its decoded copy .* vanished.*"
+                                                 r"file not found"):
+        gone.wave(0)
 
 
 def test_a_changed_file_is_scanned_again(tmp_path: Path) -> None:
