@@ -156,6 +156,7 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the plain-pickle variant
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_crafted_pickle_checkpoint_is_refused(writer: str, tone_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -198,7 +199,7 @@ def test_label_table_paths_cannot_leave_the_data_folder(name: str, tmp_path: Pat
         labels.read_label_table(table)
 
 
-def test_report_arrays_are_plain_data(tone_dir: Path, tmp_path: Path) -> None:
+def test_checkpoints_hold_only_plain_data(tone_dir: Path, tmp_path: Path) -> None:
     """A checkpoint holds tensors and plain data only, so the safe loader reads it all."""
     config = load_config("1dconv_tiny", [f"output.dir={tmp_path}", "output.name=plain",
                                          "train.epochs=1", "train.steps_per_epoch=2", "data.N=4"])
