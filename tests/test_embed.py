@@ -172,3 +172,18 @@ def test_cli_embed_with_a_bad_run_folder_exits_2(tmp_path: Path, demo_dir: Path,
     err = capsys.readouterr().err
     assert "audiocpc: error: no trained model in" in err and "checkpoint.pt not found" in err
     assert not (tmp_path / "embeddings").exists()
+
+
+def test_labels_from_a_table_reach_the_manifest(tiny_run: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write(data / "takes", "a.wav", 1.0)
+    _write(data, "b.wav", 1.0, seed=1)
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\ntakes/a.wav,dog\n")
+    code = main(["embed", str(tiny_run), "--data", str(data), "--split", "test", "--crops", "1",
+                 "--labels-csv", str(table), "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    rows = _manifest(tmp_path / "embeddings" / "tiny" / "test.csv")
+    assert [(r["file"], r["label"]) for r in rows] == [("b.wav", ""), ("takes/a.wav", "dog")]
+    info = json.loads((tmp_path / "embeddings" / "tiny" / "test.json").read_text())
+    assert info["unlabelled_files"] == 1 and info["labels"] == ["dog"]
