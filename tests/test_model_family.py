@@ -188,6 +188,17 @@ def test_label_policies_need_labels_and_a_non_empty_pool() -> None:
         sample_negatives("other_label", targets, B, L, 8, labels=torch.zeros(B, dtype=torch.long))
 
 
+def test_training_with_a_label_policy_stops_before_any_work(
+        tone_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from audiocpc.cli import main
+
+    code = main(["train", "--preset", "cpc_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
+                 "--quiet", "--set", "loss.negatives.policy=same_label"])
+    assert code == 2
+    assert "loss.negatives.policy: 'same_label' needs one label per sequence" in capsys.readouterr().err
+    assert not (tmp_path / "cpc" / "cpc_tiny" / "checkpoint.pt").exists()
+
+
 def test_label_policy_through_the_model() -> None:
     config = load_config("cpc_tiny", ["data.N=4", "loss.negatives.policy=other_label"])
     model = CPCModel(config)
