@@ -50,7 +50,7 @@ def _tones(folder: Path, files: int = 32, seconds: float = 2.0, sample_rate: int
 def run(processes: int, data: Path, preset: str, overrides: list[str], steps: int,
         out: Path) -> dict[str, float]:
     name = f"scaling_{processes}"
-    settings = overrides + ["train.epochs=2", f"train.steps_per_epoch={steps}",
+    settings = overrides + ["train.device=cpu", "train.epochs=2", f"train.steps_per_epoch={steps}",
                             f"train.checkpoint_every={2 * steps}"]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
                "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "audiocpc",

@@ -204,7 +204,7 @@ def test_killed_rank_stops_the_run_cleanly_and_it_resumes(tone_dir: Path, tmp_pa
     assert finished["step_losses"][:step] == saved["step_losses"]
     model = _single_process_model(run_dir)
     with torch.no_grad():
-        z, c, _ = model.extract_features(torch.zeros(1, 8000))
+        z, c, _ = model.extract_features(torch.zeros(1, 8000, device=next(model.parameters()).device))
     assert torch.isfinite(c).all()
 
 
@@ -217,6 +217,16 @@ def test_without_a_launcher_training_is_single_process(monkeypatch: pytest.Monke
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "1")
     assert init_from_env("auto") is SINGLE_PROCESS  # torchrun with one process
+
+
+def test_nccl_with_more_processes_than_gpus_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="nccl needs one GPU per process, but 2 processes share 1"):
+        init_from_env("auto")
 
 
 def test_backend_and_learning_rate_rules() -> None:

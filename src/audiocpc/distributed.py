@@ -160,6 +160,13 @@ def init_from_env(backend: str = "auto", timeout_s: float = 600.0,
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     chosen = choose_backend(backend, device)
     if chosen == "nccl":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        if local_world > torch.cuda.device_count():  # NCCL refuses two ranks on one GPU
+            raise ConfigError(
+                f"train.distributed_backend: nccl needs one GPU per process, but {local_world} "
+                f"processes share {torch.cuda.device_count()} GPU(s) on this node; start at most "
+                f"{torch.cuda.device_count()} per node (--nproc-per-node) or use "
+                "--set train.distributed_backend=gloo")
         torch.cuda.set_device(local_cuda_index(local_rank))
     if not torch.distributed.is_initialized():
         try:
