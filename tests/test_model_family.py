@@ -354,6 +354,26 @@ def test_augmentation_reaches_only_the_past_or_the_future(preset: str, apply_to:
         assert not torch.allclose(view_augmented, clean)
 
 
+def test_frame_mode_with_augmentation_and_sampled_negatives_resumes_exactly(
+        tone_dir: Path, tmp_path: Path) -> None:
+    """Augmentation and negatives draw from torch's generator, which the checkpoint saves."""
+    from audiocpc.train import train
+
+    common = ["data.N=2", "train.steps_per_epoch=2", "train.checkpoint_every=2",
+              "augment.apply_to=past", "augment.noise_snr_db=20", "augment.gain_db=6",
+              "augment.time_masks=1"]
+
+    def config(folder: str, epochs: int):
+        return load_config("cpc_tiny", [f"output.dir={tmp_path / folder}", f"train.epochs={epochs}"]
+                           + common)
+
+    straight = train(config("a", 2), tone_dir, progress=False)
+    train(config("b", 1), tone_dir, progress=False)
+    resumed = train(config("b", 2), tone_dir, resume=True, progress=False)
+    assert resumed.steps == 4
+    assert resumed.step_losses == straight.step_losses
+
+
 def test_augmentation_without_a_transform_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="augment.apply_to: is 'both' but no transform is on"):
         load_config("cpc_tiny", ["augment.apply_to=both"])
