@@ -77,39 +77,82 @@ def _cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from audiocpc.config import load_config
-    from audiocpc.demo import make_demo_dataset
-    from audiocpc.train import train
+    from audiocpc.pipeline import run_demo
 
-    data = make_demo_dataset(Path(args.out) / "data")
-    config = load_config("1dconv_tiny", [f"output.dir={args.out}"] + list(args.overrides))
-    result = train(config, data / "train", force=True, progress=not args.quiet)
-    print(f"demo run folder: {result.run_dir}")
+    report = run_demo(args.out, args.overrides, force=args.force, progress=not args.quiet)
+    print(f"demo finished: report at {report}")
     return 0
 
 
-def _cmd_check_data(args: argparse.Namespace) -> int:
-    from audiocpc.config import load_config
-    from audiocpc.errors import ConfigError
-    from audiocpc.preflight import data_folder_problems
-    from audiocpc.scan import scan_folder
+def _probe_settings(args: argparse.Namespace):  # -> ProbeSettings
+    from audiocpc.probe import ProbeSettings
 
-    config = load_config(args.preset, args.overrides)
-    problems = data_folder_problems(args.data_dir)
-    if problems:
-        raise ConfigError(problems)
-    report = scan_folder(args.data_dir, config.data, progress=not args.quiet)
-    if args.all:
-        for f in report.files:
-            state = ("usable" if f.usable else "too short") if f.readable else f"unreadable: {f.reason}"
-            facts = (f"{f.sample_rate} Hz, {f.channels} ch, {f.duration:.3f} s, "
-                     if f.readable else "")
-            print(f"{f.file}: {facts}{state}{', silent' if f.silent else ''}")
-    print("\n".join(report.summary_lines()))
-    if args.report:
-        print(f"report: {report.write(args.report)}")
-    report.check(config.data.on_bad_file)
+    return ProbeSettings(standardize=not args.no_standardize, pca_dim=args.pca, seed=args.seed)
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from audiocpc.classify import classify, locate_embeddings
+
+    folder, root = locate_embeddings(args.target, args.features, args.out)
+    out_dir = root / "classifier" / folder.name
+    report = classify(folder, out_dir, args.probes or ["logreg"], _probe_settings(args),
+                      args.test_fraction, args.seed)
+    for probe, m in report["probes"].items():
+        print(f"{folder.name} {probe}: crop accuracy {m['crop_accuracy']:.1%}, file accuracy "
+              f"{m['file_accuracy']:.1%}, macro-F1 {m['macro_f1']:.3f} (chance {m['chance_accuracy']:.1%})")
+    print(f"wrote {out_dir / 'metrics.json'}")
     return 0
+
+
+def _cmd_tsne(args: argparse.Namespace) -> int:
+    from audiocpc.classify import locate_embeddings
+    from audiocpc.tsne import tsne
+
+    folder, root = locate_embeddings(args.target, args.features, args.out)
+    out_dir = root / "tsne" / folder.name
+    info = tsne(folder, out_dir, args.points, args.perplexity, args.seed, args.method)
+    print(f"wrote {out_dir / info['png']} and {info['svg']} ({info['points']} points, "
+          f"{info['seconds']:.1f} s)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from audiocpc.pipeline import RunOptions, run_experiments
+
+    options = RunOptions(
+        models=args.models, train_data=Path(args.train_data),
+        embed_train=Path(args.embed_train) if args.embed_train else None,
+        embed_test=Path(args.embed_test) if args.embed_test else None,
+        overrides=args.overrides, out=Path(args.out), force=args.force,
+        probes=args.probes or ["logreg"], standardize=not args.no_standardize, pca_dim=args.pca,
+        test_fraction=args.test_fraction, baselines=args.baselines, crops_train=args.crops_train,
+        crops_test=args.crops_test, embedding_kind=args.kind, label_mode=args.label_mode,
+        label_pattern=args.label_pattern, labels_csv=args.labels_csv, tsne_points=args.points,
+        perplexity=args.perplexity, tsne_method=args.method, seed=args.seed,
+        progress=not args.quiet)
+    report = run_experiments(options)
+    print(f"report: {report}")
+    return 0
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probe", dest="probes", action="append", choices=["logreg", "mlp", "knn"],
+                        help="classifier(s): logreg (linear probe, default), mlp, knn (repeatable)")
+    parser.add_argument("--no-standardize", action="store_true",
+                        help="do not standardise features (fit on the training side) before the probe")
+    parser.add_argument("--pca", type=int, metavar="DIM",
+                        help="reduce to DIM dimensions with PCA fit on the training side")
+    parser.add_argument("--test-fraction", type=float, default=0.25,
+                        help="without a test split: share of each class's files held out (default 0.25)")
+
+
+def _add_tsne_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--points", type=int, default=3000,
+                        help="stratified random subsample of crops to plot (default 3000)")
+    parser.add_argument("--perplexity", type=float, default=30.0)
+    parser.add_argument("--method", default="tsne", choices=["tsne", "pca", "umap"],
+                        help="tsne (openTSNE when installed), pca, or umap (needs umap-learn)")
+
 
 
 def _crops_arg(text: str):  # -> int | "all"
@@ -135,6 +178,30 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     info = result.info
     print(f"wrote {result.array_path} ({info['rows']} x {info['dim']}, {info['files']} files, "
           f"{info['skipped_short']} too short) and {result.manifest_path.name}")
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from audiocpc.config import load_config
+    from audiocpc.errors import ConfigError
+    from audiocpc.preflight import data_folder_problems
+    from audiocpc.scan import scan_folder
+
+    config = load_config(args.preset, args.overrides)
+    problems = data_folder_problems(args.data_dir)
+    if problems:
+        raise ConfigError(problems)
+    report = scan_folder(args.data_dir, config.data, progress=not args.quiet)
+    if args.all:
+        for f in report.files:
+            state = ("usable" if f.usable else "too short") if f.readable else f"unreadable: {f.reason}"
+            facts = (f"{f.sample_rate} Hz, {f.channels} ch, {f.duration:.3f} s, "
+                     if f.readable else "")
+            print(f"{f.file}: {facts}{state}{', silent' if f.silent else ''}")
+    print("\n".join(report.summary_lines()))
+    if args.report:
+        print(f"report: {report.write(args.report)}")
+    report.check(config.data.on_bad_file)
     return 0
 
 
@@ -202,8 +269,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic data set")
     p.add_argument("--out", default="results/demo", help="folder for the demo's data and results")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="redo every stage, even finished ones")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
+
+    for name, handler, text in (
+            ("classify", _cmd_classify, "train probes on train embeddings, score them on the test split"),
+            ("tsne", _cmd_tsne, "2-D map of train and test embeddings, coloured by class")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("target", metavar="RUN",
+                       help="run folder (results/cpc/<name>), embeddings folder, or run name")
+        p.add_argument("--features", default="cpc", choices=["cpc", "random", "mfcc"],
+                       help="the trained model's embeddings (default), the untrained model's, or MFCCs "
+                       "of the same crops")
+        p.add_argument("--out", help="results folder (default: the one holding RUN, else results)")
+        p.add_argument("--seed", type=int, default=0)
+        (_add_probe_options if name == "classify" else _add_tsne_options)(p)
+        p.set_defaults(handler=handler)
+
+    p = sub.add_parser("run", help="train -> embed -> classify -> t-SNE for several models, one report")
+    p.add_argument("--models", nargs="+", required=True, metavar="PRESET",
+                   help="presets or YAML files, e.g. 1dconv_gru 1dconv_transformer")
+    p.add_argument("--train-data", required=True, help="audio folder for CPC training")
+    p.add_argument("--embed-train", help="labelled audio for the probes' training side (default: --train-data)")
+    p.add_argument("--embed-test", help="labelled test audio (default: hold out whole files of --embed-train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of every model, e.g. --set train.epochs=50")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--force", action="store_true", help="redo every stage, even finished ones")
+    p.add_argument("--baselines", nargs="*", default=["random", "mfcc"], choices=["random", "mfcc"],
+                   help="baseline features on the same crops (default: random mfcc)")
+    p.add_argument("--crops-train", type=_crops_arg, default=None, metavar="M|all",
+                   help="crops per train file (default 90)")
+    p.add_argument("--crops-test", type=_crops_arg, default=None, metavar="M|all",
+                   help="crops per test file (default 5)")
+    p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
+                   help="embedding: c at the crop's last step (default), mean of c, or mean of z")
+    p.add_argument("--label-mode", default="auto", choices=["auto", "folder", "regex", "csv"])
+    p.add_argument("--label-pattern", help="regex with a named group 'label', searched in file names")
+    p.add_argument("--labels-csv", help="CSV of file,label rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of crops, splits, probes and t-SNE")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_probe_options(p)
+    _add_tsne_options(p)
+    p.set_defaults(handler=_cmd_run)
     return parser
 
 
