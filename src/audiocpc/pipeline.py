@@ -124,15 +124,18 @@ class Experiment:
         resume = False
         if checkpoint.exists() and not self.options.force:
             stored = config_from_yaml_file(run_dir / "config.yaml").to_dict()
-            changed = _changed_keys(stored, config.to_dict())
+            changed = [k for k in _changed_keys(stored, config.to_dict())
+                       if k != "train.epochs" and not k.startswith("output.")]
             if changed:
                 raise AudiocpcError(
                     f"{run_dir} was trained with other settings ({', '.join(changed)}); "
                     "add --force to retrain it, or use another --out folder")
-            if load_checkpoint(checkpoint).get("finished"):
+            payload = load_checkpoint(checkpoint)
+            wanted_steps = config.train.epochs * config.train.steps_per_epoch
+            if payload.get("finished") and int(payload.get("step", 0)) >= wanted_steps:
                 outcome.stages["train"] = "skipped"
                 return False
-            resume = True
+            resume = True  # unfinished, or more epochs asked for: continue where it stopped
         log.info("[%s] training on %s", outcome.model, self.options.train_data)
         result = train(config, self.options.train_data, resume=resume, force=self.options.force,
                        progress=self.options.progress)

@@ -64,17 +64,27 @@ def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 
         x = PCA(n_components=50, random_state=seed).fit_transform(x).astype(np.float32)
     try:
         from openTSNE import TSNE as OpenTSNE
+        from openTSNE import affinity, initialization
     except ImportError:
         from sklearn.manifold import TSNE
 
         log.info("openTSNE not installed: using scikit-learn's slower t-SNE")
         return TSNE(perplexity=perplexity, random_state=seed, init="pca",
                     n_jobs=n_jobs).fit_transform(x)
-    # FFT gradients pay a fixed cost per iteration that only pays off for large sets;
-    # Barnes-Hut in one thread is fastest for the default few thousand points.
-    large = len(x) >= FFT_FROM_POINTS
-    fitted = OpenTSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs if large else 1,
-                      negative_gradient_method="fft" if large else "bh", verbose=False).fit(x)
+    if len(x) < FFT_FROM_POINTS:  # Barnes-Hut in one thread: fastest for a few thousand points
+        fitted = OpenTSNE(perplexity=perplexity, random_state=seed, n_jobs=1,
+                          negative_gradient_method="bh", verbose=False).fit(x)
+        return np.asarray(fitted)
+    # Large sets: FFT gradients, 2*perplexity neighbours instead of 3*perplexity and
+    # 150 + 350 iterations instead of 250 + 500 (openTSNE's learning rate of n/12 converges
+    # sooner): 90,000 points take under two minutes on two cores.
+    neighbours = affinity.PerplexityBasedNN(x, perplexity=perplexity, n_jobs=n_jobs,
+                                            random_state=seed, method="annoy",
+                                            k_neighbors=min(len(x) - 1, int(2 * perplexity)))
+    start = initialization.pca(x, random_state=seed)
+    fitted = OpenTSNE(n_jobs=n_jobs, negative_gradient_method="fft", early_exaggeration_iter=150,
+                      n_iter=350, random_state=seed, verbose=False).fit(affinities=neighbours,
+                                                                       initialization=start)
     return np.asarray(fitted)
 
 
