@@ -56,7 +56,9 @@ def confusion_matrix_plot(confusion: Sequence[Sequence[int]], classes: Sequence[
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ax.set_xticks(range(n), labels=list(classes), rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    slanted = n > 4 and max(len(c) for c in classes) > 2  # long names would overlap
+    ax.set_xticks(range(n), labels=list(classes), rotation=45 if slanted else 0,
+                  ha="right" if slanted else "center")
     ax.set_yticks(range(n), labels=list(classes))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
