@@ -100,3 +100,12 @@ def test_classify_and_tsne_commands_on_embeddings(tmp_path: Path, capsys: pytest
     assert (tmp_path / "tsne" / "m" / "pca.svg").is_file()
     assert main(["classify", "m", "--out", str(tmp_path), "--features", "random"]) == 2
     assert "--random-init" in capsys.readouterr().err
+
+
+def test_run_stops_before_training_when_the_files_carry_no_classes(tone_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # tone000.wav, tone001.wav, ...: one class ("tone") for every file
+    assert main(["run", "--models", "1dconv_tiny", "--train-data", str(tone_dir),
+                 "--out", str(tmp_path)]) == 2
+    assert "only tone found" in capsys.readouterr().err
+    assert not (tmp_path / "cpc").exists()

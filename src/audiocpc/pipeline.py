@@ -100,6 +100,23 @@ class Experiment:
             if not folder.is_dir():
                 raise AudiocpcError(f"data folder not found: {folder}")
 
+    def check_labels(self, extensions: Sequence[str]) -> None:
+        """Before any training: the probes need two classes among the labelled files."""
+        from audiocpc.audio import discover_audio_files, relative_name
+        from audiocpc.labels import label_rule
+
+        opts = self.options
+        rule = label_rule(opts.label_mode, opts.label_pattern, opts.labels_csv)
+        names = [relative_name(p, self.embed_train)
+                 for p in discover_audio_files(self.embed_train, extensions)]
+        classes = {rule.label(n) for n in names} - {""}
+        if len(classes) < 2:
+            found = f"only {', '.join(sorted(classes))}" if classes else "no label"
+            raise AudiocpcError(
+                f"{self.embed_train}: {found} found in the file names ({opts.label_mode} labels), "
+                "but the classifiers need at least two classes. Give --label-pattern (e.g. "
+                "'^(?P<label>\\d)_' for 7_jackson_32.wav), --label-mode folder or --labels-csv")
+
     # ------------------------------------------------------------------ stages
 
     def configs(self) -> list[Any]:
@@ -252,7 +269,9 @@ class Experiment:
 
         started = time.perf_counter()
         outcomes = []
-        for config in self.configs():
+        configs = self.configs()
+        self.check_labels(sorted({e for c in configs for e in c.data.extensions}))
+        for config in configs:
             outcome = ModelOutcome(config.run_name, run_directory(config))
             tick = time.perf_counter()
             trained = self.train_stage(config, outcome)
