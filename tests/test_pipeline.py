@@ -69,6 +69,8 @@ def test_run_trains_embeds_classifies_and_beats_the_random_baseline(
     assert {s for v in sides.values() for s in v} == {"train", "test"}
     assert all(len(v) == 1 for v in sides.values())
     assert cpc["probes"]["logreg"]["crop_accuracy"] > 0.5
+    tsne = json.loads((out / "tsne" / "1dconv_tiny" / "tsne.json").read_text())
+    assert len(tsne["per_class"]) == 5  # the held-out files are shown as test
 
 
 def test_run_refuses_a_finished_run_trained_with_other_settings(demo_dir: Path, tmp_path: Path,

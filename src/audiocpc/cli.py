@@ -106,11 +106,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 def _cmd_tsne(args: argparse.Namespace) -> int:
     from audiocpc.classify import locate_embeddings
-    from audiocpc.tsne import tsne
+    from audiocpc.tsne import held_out_files, tsne
 
     folder, root = locate_embeddings(args.target, args.features, args.out)
     out_dir = root / "tsne" / folder.name
-    info = tsne(folder, out_dir, args.points, args.perplexity, args.seed, args.method)
+    held_out = held_out_files(root / "classifier" / folder.name / "split.csv")
+    info = tsne(folder, out_dir, args.points, args.perplexity, args.seed, args.method, held_out)
     print(f"wrote {out_dir / info['png']} and {info['svg']} ({info['points']} points, "
           f"{info['seconds']:.1f} s)")
     return 0

@@ -243,7 +243,7 @@ class Experiment:
         outcome.stages["classify"] = "ran" if ran else "skipped"
 
     def tsne_stage(self, outcome: ModelOutcome, upstream: bool) -> None:
-        from audiocpc.tsne import tsne
+        from audiocpc.tsne import held_out_files, tsne
 
         opts = self.options
         out_dir = self.feature_dir("tsne", outcome.model, "cpc")
@@ -254,8 +254,9 @@ class Experiment:
             outcome.stages["tsne"] = "skipped"
             return
         log.info("[%s] %s map of the embeddings", outcome.model, opts.tsne_method)
+        held_out = held_out_files(self.feature_dir("classifier", outcome.model, "cpc") / "split.csv")
         tsne(self.feature_dir("embeddings", outcome.model, "cpc"), out_dir, opts.tsne_points,
-             opts.perplexity, opts.seed, opts.tsne_method)  # type: ignore[arg-type]
+             opts.perplexity, opts.seed, opts.tsne_method, held_out)  # type: ignore[arg-type]
         outcome.stages["tsne"] = "ran"
 
     def feature_dir(self, kind: str, model: str, feature: str) -> Path:
@@ -284,7 +285,9 @@ class Experiment:
                 tick = outcome.timed("mfcc", tick)
             self.classify_stage(outcome, remade)
             tick = outcome.timed("classify", tick)
-            self.tsne_stage(outcome, remade["cpc"])
+            # without a test folder the map marks the classifier's held-out files, so a new split redraws it
+            resplit = self.embed_test is None and outcome.stages["classify"].startswith("ran")
+            self.tsne_stage(outcome, remade["cpc"] or resplit)
             outcome.timed("tsne", tick)
             log.info("[%s] stages: %s", outcome.model,
                      ", ".join(f"{k} {v}" for k, v in outcome.stages.items()))

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -24,6 +24,7 @@ log = logging.getLogger("audiocpc")
 
 Method = Literal["tsne", "pca", "umap"]
 FFT_FROM_POINTS = 10_000
+SPLITS = ("train", "test")
 
 
 def stratified_subsample(strata: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
@@ -88,13 +89,24 @@ def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 
     return np.asarray(fitted)
 
 
+def held_out_files(split_csv: str | Path) -> set[str]:
+    """The files a classifier held out (`split.csv` of `audiocpc classify`), or none."""
+    path = Path(split_csv)
+    if not path.is_file():
+        return set()
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["file"] for row in csv.DictReader(handle) if row.get("side") == "test"}
+
+
 def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplexity: float = 30.0,
-         seed: int = 0, method: Method = "tsne") -> dict[str, Any]:
-    """Fit one 2-D map of the train (and test, if present) embeddings; write the plots."""
+         seed: int = 0, method: Method = "tsne", held_out: Optional[set[str]] = None) -> dict[str, Any]:
+    """Fit one 2-D map of the train (and test, if present) embeddings; write the plots.
+    Without a test split, the train files in `held_out` (the classifier's held-out files)
+    are shown as test."""
     from audiocpc.plots import class_comparison_plot, scatter_plot
 
     embed_dir, out_dir = Path(embed_dir), Path(out_dir)
-    parts = [(split, load_split(embed_dir, split)) for split in ("train", "test")
+    parts = [(split, load_split(embed_dir, split)) for split in SPLITS
              if has_split(embed_dir, split)]
     if not parts:
         raise AudiocpcError(f"no embeddings in {embed_dir} (run `audiocpc embed` first)")
@@ -102,6 +114,8 @@ def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplex
     labels = np.array([label for _, part in parts for label in part.labels], dtype=object)
     files = [f for _, part in parts for f in part.files]
     split_names = np.array([split for split, part in parts for _ in range(len(part))], dtype=object)
+    if held_out and not has_split(embed_dir, "test"):
+        split_names[np.array([f in held_out for f in files], dtype=bool)] = "test"
     strata = np.array([f"{s}\x00{label}" for s, label in zip(split_names, labels)], dtype=object)
     chosen = stratified_subsample(strata, points, seed)
     started = time.perf_counter()
@@ -113,7 +127,7 @@ def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplex
     name = embed_dir.name
     method_name = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}[method]
     title = (f"{name}: {method_name} of {len(chosen)} crops "
-             f"({', '.join(f'{int((split_names == s).sum())} {s}' for s, _ in parts)})")
+             f"({', '.join(f'{int((split_names == s).sum())} {s}' for s in SPLITS if (split_names == s).any())})")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = method
     scatter_plot(coordinates, labels, is_test, classes, title,
