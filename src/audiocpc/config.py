@@ -122,6 +122,9 @@ class TrainConfig(Section):
     mixed_precision: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")
+    max_minutes: Optional[float] = Field(
+        None, gt=0, description="wall-clock limit of one training call: stop at the first step "
+        "boundary past it, save a checkpoint (resumable); null = train every step")
     on_nan: Literal["stop", "skip"] = "stop"
     distributed_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="under torchrun: auto = nccl with CUDA, gloo on CPU")

@@ -117,6 +117,7 @@ class TrainResult:
     history: list[dict[str, float]]
     step_losses: list[float]
     interrupted: bool = False
+    time_limited: bool = False  # stopped by train.max_minutes (checkpoint saved, resumable)
 
     @property
     def final_loss(self) -> float:
@@ -428,9 +429,11 @@ class Trainer:
         steps_per_epoch = cfg.train.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
                    unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
-        interrupted = False
+        interrupted = time_limited = False
         with _StopRequest() as stop, self._collective_failures_explained():
             tick = time.perf_counter()
+            deadline = (None if cfg.train.max_minutes is None
+                        else tick + 60.0 * cfg.train.max_minutes)
             for step, crops in self._batches(sampler):
                 assert step == self.step, f"batch for step {step} arrived at step {self.step}"
                 result = self.train_step(crops)
@@ -451,16 +454,24 @@ class Trainer:
                     self._end_epoch(self.step // steps_per_epoch)
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save(finished=self.step == self.total_steps)
-                if self.dist.any(stop.requested, self.device):  # every rank stops at this step
-                    interrupted = True
+                time_up = deadline is not None and now >= deadline and self.step < self.total_steps
+                if self.dist.any(stop.requested or time_up, self.device):  # every rank stops here
                     if self.step % cfg.train.checkpoint_every:
                         self.save()
-                    log.warning("stopped at step %d; checkpoint saved. Continue with --resume.", self.step)
+                    if stop.requested:
+                        interrupted = True
+                        log.warning("stopped at step %d; checkpoint saved. Continue with --resume.",
+                                    self.step)
+                    else:
+                        time_limited = True
+                        log.info("train.max_minutes reached at step %d; checkpoint saved. Continue "
+                                 "with --resume.", self.step)
                     break
         bar.close()
         if writer is not None:
             writer.close()
-        return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted)
+        return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted,
+                           time_limited)
 
     def batch_summary(self) -> str:
         """The batch and learning-rate rule of this run, printed at start."""
