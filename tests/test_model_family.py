@@ -193,12 +193,13 @@ def test_training_with_a_label_policy_stops_before_any_work(
     code = main(["train", "--preset", "cpc_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
                  "--quiet", "--set", "loss.negatives.policy=same_label"])
     assert code == 2
-    assert "loss.negatives.policy: 'same_label' needs one label per sequence" in capsys.readouterr().err
+    assert "loss.negatives.policy: 'same_label' needs a label per sequence: set data.labels" in capsys.readouterr().err
     assert not (tmp_path / "cpc" / "cpc_tiny" / "checkpoint.pt").exists()
 
 
 def test_label_policy_through_the_model() -> None:
-    config = load_config("cpc_tiny", ["data.N=4", "loss.negatives.policy=other_label"])
+    config = load_config("cpc_tiny", ["data.N=4", "loss.negatives.policy=other_label",
+                                      "data.labels=auto"])
     model = CPCModel(config)
     out = model(torch.randn(4, config.data.crop_samples), torch.tensor([0, 1, 0, 1]))
     assert torch.isfinite(out.loss)

@@ -53,6 +53,12 @@ class DataConfig(Section):
     )
     num_workers: int = Field(0, ge=0, description="background batch-loading processes")
     on_bad_file: Literal["skip", "error"] = "skip"
+    labels: Literal["none", "auto", "folder", "regex", "csv"] = Field(
+        "none", description="labels for the label-aware negative policies (e.g. speaker); "
+        "same modes as `audiocpc embed`; none = unlabelled training"
+    )
+    label_pattern: Optional[str] = Field(None, description="regex with a group 'label' (labels: regex)")
+    labels_csv: Optional[str] = Field(None, description="file,label table (labels: csv)")
 
     @property
     def crop_samples(self) -> int:
@@ -119,6 +125,10 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0, description="max gradient norm; null = off")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
+    threads: Optional[int] = Field(
+        None, gt=0, description="CPU threads for torch; null = torch's default (all cores). "
+        "Fewer threads than cores avoids slow-downs when other programs share the CPU"
+    )
     mixed_precision: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")

@@ -46,6 +46,8 @@ class AudioCorpus:
     lengths: np.ndarray  # samples per file
     skipped_short: list[Path] = field(default_factory=list)
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
+    label_ids: Optional[np.ndarray] = None  # class index per file, when data.labels is set
+    classes: list[str] = field(default_factory=list)
     _arrays: Optional[list[np.ndarray]] = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -155,7 +157,22 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
             f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
             f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
             f"{longest / sr:.3f} s{named}. Lower data.full_duration or add longer files.")
-    return AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
+    corpus = AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
+    if data.labels != "none":
+        corpus.classes, corpus.label_ids = _file_labels(kept, root, data)
+    return corpus
+
+
+def _file_labels(paths: list[Path], root: Path, data: DataConfig) -> tuple[list[str], np.ndarray]:
+    """Class names and one class index per file, for the label-aware negative policies."""
+    from audiocpc.labels import assign_labels, label_rule
+
+    rule = label_rule(data.labels, data.label_pattern, data.labels_csv)
+    labels = assign_labels([relative_name(p, root) for p in paths], rule)
+    classes = sorted(set(labels))
+    index = {name: i for i, name in enumerate(classes)}
+    log.info("labels for negatives (%s): %d classes", data.labels, len(classes))
+    return classes, np.array([index[name] for name in labels], dtype=np.int64)
 
 
 class CropSampler:
@@ -167,6 +184,10 @@ class CropSampler:
         self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def batch(self, step: int) -> np.ndarray:
+        return self.batch_with_labels(step)[0]
+
+    def batch_with_labels(self, step: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """The crops of `step` and their files' class indices (None without data.labels)."""
         # With world_size: rank r keeps rows r*N.. of one global batch drawn alike on every
         # rank (the training loop's way). Without: a stream of its own per rank.
         shared = self.world_size is not None
@@ -180,26 +201,29 @@ class CropSampler:
             start = int(rng.integers(0, int(self.corpus.lengths[index]) - self.crop_samples + 1))
             if first <= row < first + self.batch_size:
                 crops[row - first] = self.corpus.wave(int(index))[start : start + self.crop_samples]
-        return crops
+        ids = self.corpus.label_ids
+        labels = None if ids is None else ids[files[first : first + self.batch_size]]
+        return crops, labels
 
 
 class _StepStream(IterableDataset):
-    """Yields (step, crops) for steps [start, stop); worker w of W takes steps w, w+W, ...,
+    """Yields (step, crops, labels or None) for steps [start, stop); worker w of W takes steps w, w+W, ...,
     which the DataLoader interleaves back into order."""
 
     def __init__(self, sampler: CropSampler, start: int, stop: int):
         self.sampler, self.start, self.stop = sampler, start, stop
 
-    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
         info = get_worker_info()
         offset, stride = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.start + offset, self.stop, stride):
-            yield step, torch.from_numpy(self.sampler.batch(step))
+            crops, labels = self.sampler.batch_with_labels(step)
+            yield step, torch.from_numpy(crops), None if labels is None else torch.from_numpy(labels)
 
 
 def batch_stream(sampler: CropSampler, start: int, stop: int, num_workers: int = 0,
-                 pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
-    """Batches for steps [start, stop), loaded in `num_workers` background processes."""
+                 pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
+    """(step, crops, labels) for steps [start, stop), loaded in `num_workers` background processes."""
     loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,
                         num_workers=num_workers, pin_memory=pin_memory,
                         prefetch_factor=4 if num_workers else None,

@@ -55,23 +55,10 @@ def negative_count_problems(config: Config, length: int, world_size: int = 1) ->
             f"to at most {available}"]
 
 
-def label_policy_problems(config: Config) -> list[str]:
-    """Label-aware negative policies need a label per crop, which training does not pass yet."""
-    from audiocpc.models.negatives import needs_labels
-
-    policy = config.loss.negatives.policy
-    if not needs_labels(policy):
-        return []
-    return [f"loss.negatives.policy: '{policy}' needs one label per sequence, which training "
-            "from a folder does not pass yet; use other_sequences, same_sequence or batch "
-            "(the model accepts labels from Python: model(waves, labels))"]
-
-
 def check_training_setup(config: Config, data_dir: str | Path, model: torch.nn.Module,
                          world_size: int = 1) -> None:
     """Raise ConfigError listing every problem of this data folder + model + settings."""
     problems = data_folder_problems(data_dir)
     problems += negative_count_problems(config, sequence_length(config, model), world_size)
-    problems += label_policy_problems(config)
     if problems:
         raise ConfigError(problems)

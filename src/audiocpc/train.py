@@ -168,6 +168,8 @@ class Trainer:
         self.device = self._device()
         self._resume_payload = self._read_resume_payload(resume, force)
 
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
         self.model = CPCModel(config).to(self.device)  # always the plain model (no DDP wrapper)
         check_training_setup(config, self.data_dir, self.model, dist.world_size)
@@ -324,20 +326,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _batches(self, sampler: CropSampler) -> Iterator[tuple[int, torch.Tensor]]:
+    def _batches(self, sampler: CropSampler
+                 ) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
         from audiocpc.data import batch_stream
 
         return batch_stream(sampler, self.step, self.total_steps,
                             num_workers=self.config.data.num_workers,
                             pin_memory=self.device.type == "cuda")
 
-    def train_step(self, crops: torch.Tensor) -> Optional[tuple[float, list[float]]]:
-        """One optimisation step; returns (loss, per-step accuracy), or None if skipped."""
+    def train_step(self, crops: torch.Tensor, labels: Optional[torch.Tensor] = None
+                   ) -> Optional[tuple[float, list[float]]]:
+        """One optimisation step; returns (loss, per-step accuracy), or None if skipped.
+        `labels` (one class index per crop) feed the label-aware negative policies."""
         cfg = self.config.train
         crops = crops.to(self.device, non_blocking=True)
+        if labels is not None:
+            labels = labels.to(self.device, non_blocking=True)
         self.network.train()
         with autocast_context(self.device, cfg.mixed_precision):
-            out = self.network(crops)
+            out = self.network(crops, labels)
         loss = out.loss  # computed in float32 by info_nce
         loss_value = float(self.dist.mean(loss.detach()).item())
         if not math.isfinite(loss_value):
@@ -434,9 +441,9 @@ class Trainer:
             tick = time.perf_counter()
             deadline = (None if cfg.train.max_minutes is None
                         else tick + 60.0 * cfg.train.max_minutes)
-            for step, crops in self._batches(sampler):
+            for step, crops, labels in self._batches(sampler):
                 assert step == self.step, f"batch for step {step} arrived at step {self.step}"
-                result = self.train_step(crops)
+                result = self.train_step(crops, labels)
                 self.step += 1
                 now = time.perf_counter()
                 self.meter.seconds += now - tick

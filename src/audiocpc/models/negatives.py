@@ -140,8 +140,7 @@ def sample_negatives(policy: str, targets: torch.Tensor, batch: int, length: int
     if needs_labels(policy):
         if labels is None:
             raise ConfigError(f"loss.negatives.policy: '{policy}' needs one label per sequence, "
-                              "passed as model(waves, labels); training from a folder does not "
-                              "pass labels yet, so use other_sequences, same_sequence or batch")
+                              "passed as model(waves, labels); in training, set data.labels")
         if labels.shape != (batch,):
             raise ValueError(f"labels must have shape [{batch}] (one per sequence), got "
                              f"{list(labels.shape)}")
@@ -166,4 +165,9 @@ def negative_policy_problems(config: "Config") -> list[str]:
     if negatives.count is None and negatives.policy != "other_sequences":
         return [f"loss.negatives.count: policy '{negatives.policy}' samples negatives; "
                 "set a count, e.g. --set loss.negatives.count=16"]
+    if needs_labels(negatives.policy) and config.data.labels == "none":
+        return [f"loss.negatives.policy: '{negatives.policy}' needs a label per sequence: set "
+                "data.labels to auto, folder, regex (with data.label_pattern) or csv (with "
+                "data.labels_csv), e.g. --set data.labels=regex "
+                "--set 'data.label_pattern=_(?P<label>[a-z]+)_'"]
     return []
