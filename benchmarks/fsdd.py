@@ -36,9 +36,9 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -506,6 +506,7 @@ Chosen probe settings:
 |---|---|---|---:|---:|---:|
 {chosen}
 
+{r.get('beside', '')}
 {r.get('note', '')}
 """
 
@@ -531,7 +532,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="also write results.md and the plots into this folder (e.g. docs)")
     parser.add_argument("--note", type=Path, default=None,
                         help="a Markdown file appended to results.md as the closing note")
-    parser.add_argument("--force", action="store_true", help="start the pretraining over")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier pretraining run in OUT (needed to run again)")
     return parser.parse_args(argv)
 
 
@@ -556,13 +558,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         config.train.checkpoint_every = 5
         config.data.N = 8
         config.loss.negatives.count = 16
-    if args.force:
-        shutil.rmtree(out / "cpc" / "cpc", ignore_errors=True)
+    previous = out / "cpc" / "cpc"
+    if previous.exists() and not args.force:  # its steps would not count against the budget
+        raise SystemExit(f"{previous} holds an earlier pretraining run; pass --force to start over")
+    shutil.rmtree(previous, ignore_errors=True)
     audio = link_folder(pretraining_clips(clips), out / "pretrain_audio")
     sr = config.data.desired_sr
     waves = load_waves(clips, sr)
     crop = config.data.crop_samples
-    skipped = sum(1 for c, w in zip(clips, waves) if w.size < crop and c in set(pretraining_clips(clips)))
+    pretraining = set(pretraining_clips(clips))
+    skipped = sum(1 for c, w in zip(clips, waves) if w.size < crop and c in pretraining)
 
     from audiocpc.api import load
 
@@ -602,10 +607,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["python", "benchmarks/fsdd.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "benchmarks/fsdd.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_description(args.threads),
         "data": str(args.data), "files": len(clips),
-        "pretraining_files": len(pretraining_clips(clips)), "skipped_short": skipped,
+        "pretraining_files": len(pretraining), "skipped_short": skipped,
         "crop_seconds": config.data.full_duration, "preset": args.preset,
         "overrides": args.overrides,
         "budget": f"{args.steps} steps" if args.steps else f"{args.budget_minutes:g} min",
@@ -635,15 +640,60 @@ def write_markdown(report: dict[str, Any], out: Path, docs: Optional[Path]) -> N
         (docs / "results.md").write_text(text)
 
 
+def beside_section(other: dict[str, Any], title: str, images: dict[str, str]) -> str:
+    """A second run's table, targets and training progress, for the same page."""
+    checks = "\n".join(f"| {name} | {'met' if ok else '**missed**'} | {detail} |"
+                       for name, ok, detail in verdicts(other["results"]))
+    progress = "\n".join(
+        f"| {p['fraction'] * 100:.0f} % | {p['steps']} | {p['minutes']:.1f} | "
+        f"{percent(p['cpc']['official/digit'])} | {percent(p['cpc']['speaker/digit'])} |"
+        for p in other["progress"])
+    pictures = "\n".join(f"![{name}]({path})" for name, path in images.items())
+    return f"""## {title}
+
+```bash
+{other['command']}
+```
+
+Pretraining {other['seconds']['pretraining'] / 60:.1f} min ({other['steps']} steps), {other['seconds']['total'] / 60:.1f} min
+in all without plots; load average (1 min) {other['load_average']['start']:.1f} at the start, {other['load_average']['end']:.1f} at the end.
+
+{table_markdown(table(other['results']))}
+
+| target | verdict | numbers |
+|---|---|---|
+{checks}
+
+| budget | steps | minutes | official split | held-out speaker |
+|---:|---:|---:|---:|---:|
+{progress}
+
+{pictures}
+"""
+
+
 def render(argv: Sequence[str]) -> None:
-    """`fsdd.py render OUT [--docs DIR] [--note NOTE.md]`: write results.md again from
-    OUT/results.json (e.g. with a new closing note) without running anything."""
+    """`fsdd.py render OUT [--docs DIR] [--note NOTE.md] [--beside OUT2 TITLE]`: write
+    results.md again from OUT/results.json (e.g. with a new closing note, or with a second
+    run's results appended) without running anything."""
     parser = argparse.ArgumentParser(prog="fsdd.py render")
     parser.add_argument("out", type=Path)
     parser.add_argument("--docs", type=Path, default=None)
     parser.add_argument("--note", type=Path, default=None)
+    parser.add_argument("--beside", nargs=2, metavar=("OUT2", "TITLE"), default=None)
     args = parser.parse_args(argv)
     report = json.loads((args.out / "results.json").read_text())
+    if args.beside is not None:
+        other_dir, title = Path(args.beside[0]), args.beside[1]
+        other = json.loads((other_dir / "results.json").read_text())
+        copied = {}
+        for name, caption in (("fsdd_cpc_training.png", "CPC loss and per-step accuracy"),
+                              ("fsdd_confusion_heldout.png", "confusion matrix, held-out speaker")):
+            if (other_dir / name).is_file() and args.docs is not None:
+                target = f"{other_dir.name}_{name}"
+                shutil.copy2(other_dir / name, args.docs / target)
+                copied[f"{caption} ({other_dir.name})"] = target
+        report["beside"] = beside_section(other, title, copied)
     if not report.get("images"):  # a report written before images were recorded in it
         names = {"training": "fsdd_cpc_training.png", "progress": "fsdd_probe_vs_training.png",
                  "confusion_official": "fsdd_confusion_official.png",
