@@ -2,7 +2,8 @@
 
     python benchmarks/throughput.py --preset 1dconv_gru --precisions none,bf16 --json out.json
 
-Prints a table and (with --json) writes the numbers. Training is timed through the same
+Prints a table and (with --json) writes the numbers. Without --data, ten synthetic 30 s
+files are generated (the length of a GTZAN clip). Training is timed through the same
 `Trainer.train_step` the CLI uses, after warm-up, as the median of several intervals.
 Model FLOPs are counted from the layers' shapes (see audiocpc.flops) and compared with a
 matmul peak measured in the same run. Without --data, a synthetic data set is generated.
@@ -27,6 +28,7 @@ import torch
 from audiocpc.config import load_config
 from audiocpc.data import CropSampler, batch_stream, load_corpus
 from audiocpc.demo import make_demo_dataset
+from audiocpc.embed import crop_length, crop_starts, embed_crops
 from audiocpc.flops import count_training_flops
 from audiocpc.train import Trainer, autocast_context
 
@@ -91,32 +93,35 @@ def bench_training(trainer: Trainer, corpus: Any, warmup: int, intervals: int, p
     return steps_per_second, flops / 1e9
 
 
-def bench_embedding(trainer: Trainer, corpus: Any, intervals: int) -> float:
-    """Seconds of audio per second for context embeddings of training-length crops."""
+def bench_embedding(trainer: Trainer, corpus: Any, crops_per_file: int, intervals: int
+                    ) -> tuple[float, bool]:
+    """Seconds of crop audio embedded per second by the `audiocpc embed` path: `crops_per_file`
+    seeded crops of every file (the reference's 90 per training file), batched, with the
+    shared-window encoding where it applies. Returns (rate, whether windows were shared)."""
     cfg, model = trainer.config, trainer.model
-    model.eval()
-    crop = cfg.data.crop_samples
-    if model.window is not None:
-        crop = cfg.data.T * model.window
-    batch = 32
-    sampler = CropSampler(corpus, crop, batch, seed=1)
-    waves = torch.from_numpy(sampler.batch(0)).to(trainer.device)
+    crop = crop_length(cfg)
+    waves = [np.asarray(corpus.wave(i)) for i in range(len(corpus))]
+    grid = model.window or 1
+    starts = [crop_starts(len(w), crop, crops_per_file, 0, str(i), grid) for i, w in enumerate(waves)]
+    seconds = sum(len(s) for s in starts) * crop / cfg.data.desired_sr
+    used_shared = False
 
     def embed() -> None:
-        with torch.inference_mode(), autocast_context(trainer.device, cfg.train.mixed_precision):
-            model.contextualize(model.encode(waves))
+        nonlocal used_shared
+        with autocast_context(trainer.device, cfg.train.mixed_precision):
+            used_shared = embed_crops(model, waves, starts, crop, "context")[1]
 
     embed()
-    rate = median_rate(embed, batch * crop / cfg.data.desired_sr, intervals, 2)
+    rate = median_rate(embed, seconds, intervals, 1)
     model.train()
-    return rate
+    return rate, used_shared
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="audiocpc-bench-"))
     data_dir = Path(args.data) if args.data else make_demo_dataset(
-        workdir / "data", files_per_class=6, test_files_per_class=1, seconds=6.0) / "train"
+        workdir / "data", files_per_class=2, test_files_per_class=1, seconds=30.0) / "train"
     peaks = {"none": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     rows = []
     for precision in args.precisions.split(","):
@@ -128,7 +133,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         trainer = Trainer(cfg, data_dir, force=True, progress=False)
         data_rate = bench_data(corpus, cfg, args.intervals)
         steps, gflop = bench_training(trainer, corpus, args.warmup, args.intervals, args.steps)
-        embed_rate = bench_embedding(trainer, corpus, args.intervals)
+        embed_rate, shared = bench_embedding(trainer, corpus, args.embed_crops, args.intervals)
         crop_seconds = cfg.data.crop_samples / cfg.data.desired_sr
         peak = peaks["bf16" if precision == "bf16" else "none"]
         rows.append({
@@ -144,6 +149,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "data_crops_per_second": data_rate,
             "data_headroom": data_rate / (steps * cfg.data.N),
             "embed_audio_seconds_per_second": embed_rate,
+            "embed_crops_per_file": args.embed_crops, "embed_shared_windows": shared,
+            "embed_vs_train_speed": embed_rate / (steps * cfg.data.N * crop_seconds),
             "peak_rss_mib": peak_rss_mib(),
         })
     return rows
@@ -178,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--intervals", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed interval")
+    parser.add_argument("--embed-crops", type=int, default=90,
+                        help="crops per file when timing embedding (the reference's 90)")
     parser.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
     parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.warmup, args.intervals, args.steps = 1, 2, 1
+        args.warmup, args.intervals, args.steps, args.embed_crops = 1, 2, 1, 5
     rows = run(args)
     print_table(rows)
     if args.json:
