@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiocpc.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from audiocpc.config import Config, config_from_dict
+from audiocpc.config import Config
 from audiocpc.data import CropSampler, load_corpus
 from audiocpc.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
@@ -535,8 +535,3 @@ def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: 
                              config.train.device) as session:
         return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
                        dist=session).fit()
-
-
-def stored_config(run_dir: str | Path) -> Config:
-    """The configuration a run was trained with, from its checkpoint."""
-    return config_from_dict(load_checkpoint(run_dir)["config"])

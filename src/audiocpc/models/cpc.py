@@ -136,7 +136,3 @@ class CPCModel(nn.Module):
             return torch.div(lengths, self.window, rounding_mode="floor")
         return torch.tensor([self.encoder.output_length(int(n)) for n in lengths.tolist()],
                             device=lengths.device)
-
-
-def build_model(config: Config) -> CPCModel:
-    return CPCModel(config)
