@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from audiocpc.config import load_config
-from audiocpc.embed import crop_length, embed_crops, plan_crops
+from audiocpc.evaluation.embed import crop_length, embed_crops, plan_crops
 from audiocpc.models import CPCModel
-from audiocpc.restore import pick_device
+from audiocpc.training.restore import pick_device
 
 
 def timed(work, device: torch.device) -> tuple[float, np.ndarray]:

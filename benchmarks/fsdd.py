@@ -11,7 +11,7 @@ FSDD: `{digit}_{speaker}_{index}.wav`, 8 kHz, 6 speakers x 10 digits x 50 takes.
 Pretraining sees only audio that is in the training part of BOTH splits (takes 5-49 of the
 five speakers other than `yweweler`), so one model is evaluated honestly on both; no label
 is used until the probes. Every file is embedded whole (frame-level z and c, pooled over the
-file). The probe is always standardised features + logistic regression (audiocpc.probe).
+file). The probe is always standardised features + logistic regression (audiocpc.evaluation.probe).
 Its hyperparameters (the pooling of the frames, the regularisation C) are chosen on a
 validation part of the training part only: takes 5-9 for the official split (fit on
 10-49), speaker `george` for the held-out-speaker split (fit on the other four). The chosen
@@ -124,7 +124,7 @@ Frames = dict[str, np.ndarray]  # stream name ("z", "c", "mfcc") -> [frames, dim
 
 
 def load_waves(clips: Sequence[Clip], sample_rate: int) -> list[np.ndarray]:
-    from audiocpc.cache import AudioCache
+    from audiocpc.data.cache import AudioCache
 
     cache = AudioCache(None)
     return [np.asarray(cache.load(c.path, sample_rate), dtype=np.float32) for c in clips]
@@ -159,7 +159,7 @@ def receptive_field(encoder: Any) -> int:
 
 
 def mfcc_frames(waves: Sequence[np.ndarray], sample_rate: int) -> list[Frames]:
-    from audiocpc.features import mfcc
+    from audiocpc.evaluation.mfcc import mfcc
 
     return [{"mfcc": mfcc(w, sample_rate, n_mfcc=MFCC_COEFFICIENTS)} for w in waves]
 
@@ -204,7 +204,7 @@ MFCC_BASELINE = Pooling(("mfcc",), "meanstd")  # the issue's 26-dim baseline
 
 def probe_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray,
                    test_y: Sequence[str], c: float) -> tuple[float, Any]:
-    from audiocpc.probe import ProbeSettings, fit_probe
+    from audiocpc.evaluation.probe import ProbeSettings, fit_probe
 
     probe = fit_probe(train_x, list(train_y), ProbeSettings(kind="logreg", c=c))
     predicted = np.array(probe.classes)[probe.predict_proba(test_x).argmax(axis=1)]
@@ -259,7 +259,7 @@ def pretrain(config: Any, audio: Path, out: Path, budget_minutes: Optional[float
     """Train in chunks that end at each fraction of the budget (minutes of training-call
     wall time, or steps); after each, the checkpoint is copied to `snapshots/` and handed
     to `on_checkpoint`. Returns (run folder, training seconds)."""
-    from audiocpc.train import train
+    from audiocpc.training.trainer import train
 
     trained_seconds = 0.0
     run_dir = None
@@ -366,8 +366,8 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
 def plots(report: dict[str, Any], frames: dict[str, list[Frames]], clips: Sequence[Clip],
           run_dir: Path, folder: Path) -> dict[str, str]:
     """Loss/accuracy curves, probe accuracy over training, confusion matrices, t-SNE."""
-    from audiocpc.plots import _pyplot, confusion_matrix_plot, cpc_curves_plot, scatter_plot
-    from audiocpc.tsne import embed_2d
+    from audiocpc.evaluation.plots import _pyplot, confusion_matrix_plot, cpc_curves_plot, scatter_plot
+    from audiocpc.evaluation.tsne import embed_2d
     from sklearn.metrics import confusion_matrix
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -603,7 +603,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                "random": evaluate(frames["random"], clips, poolings, c_grid=c_grid),
                "mfcc_baseline": evaluate(frames["mfcc"], clips, (MFCC_BASELINE,), c_grid=c_grid),
                "mfcc_pooled": evaluate(frames["mfcc"], clips, MFCC_POOLINGS, c_grid=c_grid)}
-    from audiocpc.plots import read_history
+    from audiocpc.evaluation.plots import read_history
 
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

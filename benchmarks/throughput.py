@@ -5,7 +5,7 @@
 Prints a table and (with --json) writes the numbers. Without --data, ten synthetic 30 s
 files are generated (the length of a GTZAN clip). Training is timed through the same
 `Trainer.train_step` the CLI uses, after warm-up, as the median of several intervals.
-Model FLOPs are counted from the layers' shapes (see audiocpc.flops) and compared with a
+Model FLOPs are counted from the layers' shapes (see audiocpc.training.flops) and compared with a
 matmul peak measured in the same run. Without --data, a synthetic data set is generated.
 """
 
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from audiocpc.config import load_config
-from audiocpc.data import CropSampler, batch_stream, load_corpus
-from audiocpc.demo import make_demo_dataset
-from audiocpc.embed import crop_length, crop_starts, embed_crops
-from audiocpc.flops import count_training_flops
-from audiocpc.train import Trainer, autocast_context
+from audiocpc.data.corpus import CropSampler, batch_stream, load_corpus
+from audiocpc.data.synthetic import make_demo_dataset
+from audiocpc.evaluation.embed import crop_length, crop_starts, embed_crops
+from audiocpc.training.flops import count_training_flops
+from audiocpc.training.trainer import Trainer, autocast_context
 
 
 def median_rate(work: Callable[[], None], units: float, intervals: int, per_interval: int) -> float:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from audiocpc.tsne import embed_2d
+from audiocpc.evaluation.tsne import embed_2d
 
 
 def main() -> None:

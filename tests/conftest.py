@@ -42,7 +42,7 @@ def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from audiocpc.demo import make_demo_dataset
+    from audiocpc.data.synthetic import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), files_per_class=8,
                              test_files_per_class=4, seconds=3.0)
@@ -53,7 +53,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Path:
     """The run folder of a 1dconv_tiny model trained for 30 steps on the demo data, shared
     by the tests that need a trained model (embeddings, Python API)."""
     from audiocpc.config import load_config
-    from audiocpc.train import train
+    from audiocpc.training.trainer import train
 
     out = tmp_path_factory.mktemp("tiny-run")
     config = load_config("1dconv_tiny", [f"output.dir={out}", "output.name=tiny", "data.N=8",

@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "Config": ("audiocpc.config", "Config"),
     "load_config": ("audiocpc.config", "load_config"),
-    "train": ("audiocpc.train", "train"),
+    "train": ("audiocpc.training.trainer", "train"),
     "CPCModel": ("audiocpc.models", "CPCModel"),
     "register": ("audiocpc.models.registry", "register"),
-    "make_demo_dataset": ("audiocpc.demo", "make_demo_dataset"),
+    "make_demo_dataset": ("audiocpc.data.synthetic", "make_demo_dataset"),
     "load": ("audiocpc.api", "load"),
     "CPCEmbedder": ("audiocpc.api", "CPCEmbedder"),
     "CPCTransformer": ("audiocpc.api", "CPCTransformer"),
-    "embed_folder": ("audiocpc.embed", "embed_folder"),
+    "embed_folder": ("audiocpc.evaluation.embed", "embed_folder"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -23,13 +23,13 @@ import soxr
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from audiocpc.cache import AudioCache
+from audiocpc.data.cache import AudioCache
 from audiocpc.config import Config
-from audiocpc.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
+from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
                             plan_crops, pool_by_file)
 from audiocpc.errors import AudiocpcError
 from audiocpc.models import CPCModel
-from audiocpc.restore import RestoredRun, restore_run
+from audiocpc.training.restore import RestoredRun, restore_run
 
 Waveform = Union[np.ndarray, torch.Tensor]
 

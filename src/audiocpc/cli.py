@@ -50,8 +50,8 @@ def _train_config(args: argparse.Namespace):  # -> Config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from audiocpc.distributed import distributed_session
-    from audiocpc.train import train
+    from audiocpc.training.distributed import distributed_session
+    from audiocpc.training.trainer import train
 
     config = _train_config(args)
     # Under torchrun every process runs this; without it, the session is a single process.
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_demo_data(args: argparse.Namespace) -> int:
-    from audiocpc.demo import make_demo_dataset
+    from audiocpc.data.synthetic import make_demo_dataset
 
     out = make_demo_dataset(args.out, files_per_class=args.files_per_class,
                             test_files_per_class=args.test_files_per_class, seconds=args.seconds,
@@ -77,7 +77,7 @@ def _cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from audiocpc.pipeline import run_demo
+    from audiocpc.experiments.pipeline import run_demo
 
     report = run_demo(args.out, args.overrides, force=args.force, progress=not args.quiet)
     print(f"demo finished: report at {report}")
@@ -85,13 +85,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _probe_settings(args: argparse.Namespace):  # -> ProbeSettings
-    from audiocpc.probe import ProbeSettings
+    from audiocpc.evaluation.probe import ProbeSettings
 
     return ProbeSettings(standardize=not args.no_standardize, pca_dim=args.pca, seed=args.seed)
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from audiocpc.classify import classify, locate_embeddings
+    from audiocpc.evaluation.classify import classify, locate_embeddings
 
     folder, root = locate_embeddings(args.target, args.features, args.out)
     out_dir = root / "classifier" / folder.name
@@ -105,8 +105,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_tsne(args: argparse.Namespace) -> int:
-    from audiocpc.classify import locate_embeddings
-    from audiocpc.tsne import held_out_files, tsne
+    from audiocpc.evaluation.classify import locate_embeddings
+    from audiocpc.evaluation.tsne import held_out_files, tsne
 
     folder, root = locate_embeddings(args.target, args.features, args.out)
     out_dir = root / "tsne" / folder.name
@@ -118,7 +118,7 @@ def _cmd_tsne(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from audiocpc.pipeline import RunOptions, run_experiments
+    from audiocpc.experiments.pipeline import RunOptions, run_experiments
 
     options = RunOptions(
         models=args.models, train_data=Path(args.train_data),
@@ -169,7 +169,7 @@ def _crops_arg(text: str):  # -> int | "all"
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from audiocpc.embed import embed_folder
+    from audiocpc.evaluation.embed import embed_folder
 
     result = embed_folder(args.run_dir, args.data, args.split, crops=args.crops, kind=args.kind,
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
@@ -185,8 +185,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_check_data(args: argparse.Namespace) -> int:
     from audiocpc.config import load_config
     from audiocpc.errors import ConfigError
-    from audiocpc.preflight import data_folder_problems
-    from audiocpc.scan import scan_folder
+    from audiocpc.training.preflight import data_folder_problems
+    from audiocpc.data.scan import scan_folder
 
     config = load_config(args.preset, args.overrides)
     problems = data_folder_problems(args.data_dir)

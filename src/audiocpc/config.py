@@ -362,7 +362,7 @@ def validate_config(raw: dict[str, Any]) -> Config:
 
         problems.extend(negative_policy_problems(config))
         if not problems:
-            from audiocpc.models.geometry import model_geometry_problems
+            from audiocpc.models.checks import model_geometry_problems
 
             problems.extend(model_geometry_problems(config))
     if problems:

@@ -12,10 +12,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from audiocpc.augment import WaveAugment
+from audiocpc.models.augment import WaveAugment
 from audiocpc.config import Config, steps_weights, window_samples
-from audiocpc.loss import candidate_logits, info_nce
-from audiocpc.models.geometry import build_encoder
+from audiocpc.models.loss import candidate_logits, info_nce
+from audiocpc.models.checks import build_encoder
 from audiocpc.models.negatives import sample_negatives, target_indices
 from audiocpc.models.registry import build
 

@@ -1,0 +1,59 @@
+"""A cache of decoded audio: each file decoded and resampled once, then memory-mapped.
+
+An entry is keyed by the file's absolute path, size, modification time and the target
+rate, so a changed file is decoded again. Entries are written atomically (temporary file,
+then rename), so a crash never leaves a half-written array behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from audiocpc.data.audio import check_readable, read_audio, read_failure_reason
+from audiocpc.errors import AudioReadError
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("AUDIOCPC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "audiocpc")
+    return Path(base) / "audio"
+
+
+class AudioCache:
+    def __init__(self, folder: Optional[str | Path] = None):
+        self.folder = Path(folder) if folder else default_cache_dir()
+
+    def key(self, path: str | Path, sample_rate: int) -> str:
+        path = Path(path)
+        stat = path.stat()
+        ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}"
+        return hashlib.sha1(ident.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def entry(self, path: str | Path, sample_rate: int) -> Path:
+        key = self.key(path, sample_rate)
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def load(self, path: str | Path, sample_rate: int) -> np.ndarray:
+        """The decoded waveform at `sample_rate`, memory-mapped from the cache. A file that
+        cannot be used (gone, a broken link, unreadable, not audio) raises AudioReadError."""
+        check_readable(path)
+        try:
+            entry = self.entry(path, sample_rate)
+        except (OSError, RuntimeError) as exc:  # deleted since the check; RuntimeError: link loop
+            raise AudioReadError(path, read_failure_reason(exc)) from None
+        if entry.exists():
+            try:
+                return np.load(entry, mmap_mode="r")
+            except (ValueError, OSError):
+                entry.unlink(missing_ok=True)  # a damaged entry: decode again
+        wave = read_audio(path, sample_rate)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, wave)
+        os.replace(tmp, entry)
+        return np.load(entry, mmap_mode="r")

@@ -1,0 +1,1 @@
+"""Using a trained model: embeddings, the MFCC baseline, probes and classification, t-SNE, plots."""

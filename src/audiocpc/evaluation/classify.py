@@ -1,0 +1,212 @@
+"""`audiocpc classify`: probes trained on one split's embeddings, scored on the other's.
+
+Reads an embeddings folder (`<split>.npy` + `<split>.csv` as written by `audiocpc embed`),
+trains each probe on the train split and evaluates on the test split; without a test split
+it holds out whole files (seeded, stratified by class). Writes `metrics.json`, a
+row-normalised confusion matrix per probe, the MLP's curves and the split it used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from audiocpc.errors import AudiocpcError
+from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
+
+log = logging.getLogger("audiocpc")
+
+
+@dataclass
+class EmbeddingSplit:
+    """One split of an embeddings folder: features and the crop each row came from."""
+
+    features: np.ndarray  # [rows, dim]
+    files: list[str]
+    labels: list[str]
+    meta: dict[str, Any]
+
+    def subset(self, mask: np.ndarray) -> "EmbeddingSplit":
+        keep = np.flatnonzero(mask)
+        return EmbeddingSplit(self.features[keep], [self.files[i] for i in keep],
+                              [self.labels[i] for i in keep], self.meta)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def feature_kind(meta: dict[str, Any], name: str) -> str:
+    """cpc, random (the untrained model) or mfcc, from an embeddings folder's metadata."""
+    if meta.get("features") == "mfcc":
+        return "mfcc"
+    return "random" if meta.get("random_init") or name.endswith("_random") else "cpc"
+
+
+def has_split(folder: str | Path, split: str) -> bool:
+    folder = Path(folder)
+    return (folder / f"{split}.npy").is_file() and (folder / f"{split}.csv").is_file()
+
+
+def load_split(folder: str | Path, split: str) -> EmbeddingSplit:
+    """Read `<folder>/<split>.npy/.csv/.json`; rows without a label are dropped (one warning)."""
+    folder = Path(folder)
+    if not has_split(folder, split):
+        raise AudiocpcError(f"no {split} embeddings in {folder} (expected {split}.npy and {split}.csv; "
+                            f"run `audiocpc embed` first)")
+    features = np.load(folder / f"{split}.npy", mmap_mode="r")
+    with open(folder / f"{split}.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if len(rows) != features.shape[0]:
+        raise AudiocpcError(f"{folder}: {split}.csv lists {len(rows)} crops but {split}.npy holds "
+                            f"{features.shape[0]} rows; embed again")
+    meta = _read_info(folder, split)
+    labelled = np.array([bool((row.get("label") or "").strip()) for row in rows], dtype=bool)
+    if not labelled.any():
+        raise AudiocpcError(f"{folder}/{split}.csv: no crop has a label, so there is nothing to "
+                            "classify (labels come from the file names; see `audiocpc embed`)")
+    if not labelled.all():
+        log.warning("%s/%s: %d of %d crops have no label and are left out", folder, split,
+                    int((~labelled).sum()), len(rows))
+    keep = np.flatnonzero(labelled)
+    return EmbeddingSplit(np.asarray(features[keep], dtype=np.float32),
+                          [rows[i]["file"] for i in keep], [rows[i]["label"].strip() for i in keep], meta)
+
+
+def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int = 0
+                      ) -> tuple[EmbeddingSplit, EmbeddingSplit, dict[str, Any]]:
+    """The train and test sides, and a description of how they were made."""
+    train = load_split(folder, "train")
+    if has_split(folder, "test"):
+        test = load_split(folder, "test")
+        how = {"mode": "test split", "note": "trained on the train split, evaluated on the test split"}
+    else:
+        held_out = split_by_file(train.files, train.labels, test_fraction, seed)
+        if not held_out.any():
+            raise AudiocpcError(f"{folder}: no test split and too few files to hold any out "
+                                "(every class needs at least two files)")
+        train, test = train.subset(~held_out), train.subset(held_out)
+        how = {"mode": "by file", "test_fraction": test_fraction, "seed": seed,
+               "note": "no test split: whole files held out, stratified by class"}
+    unseen = sorted(set(test.labels) - set(train.labels))
+    if unseen:
+        log.warning("classes only in the test split are left out: %s", ", ".join(unseen))
+        test = test.subset(np.array([label not in unseen for label in test.labels], dtype=bool))
+    how.update({"train_crops": len(train), "test_crops": len(test),
+                "train_files": len(set(train.files)), "test_files": len(set(test.files)),
+                "test_classes_left_out": unseen})
+    return train, test, how
+
+
+def _write_split(path: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "side", "crops"])
+        for side, part in (("train", train), ("test", test)):
+            counts: dict[tuple[str, str], int] = {}
+            for f, label in zip(part.files, part.labels):
+                counts[(f, label)] = counts.get((f, label), 0) + 1
+            for (f, label), n in sorted(counts.items()):
+                writer.writerow([f, label, side, n])
+
+
+def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] = ("logreg",),
+             settings: Optional[ProbeSettings] = None, test_fraction: float = 0.25,
+             seed: int = 0) -> dict[str, Any]:
+    """Fit and score each probe; write metrics.json and plots to `out_dir`; return the metrics."""
+    from audiocpc.evaluation.plots import confusion_matrix_plot, mlp_curves_plot
+
+    embed_dir, out_dir = Path(embed_dir), Path(out_dir)
+    base = settings or ProbeSettings(seed=seed)
+    train, test, how = train_test_splits(embed_dir, test_fraction, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_split(out_dir / "split.csv", train, test)
+    name = embed_dir.name
+    results: dict[str, Any] = {}
+    classes: list[str] = []
+    for kind in probes:
+        probe_settings = replace(base, kind=kind)
+        fitted = fit_probe(train.features, train.labels, probe_settings, files=train.files)
+        classes = fitted.classes
+        metrics = score(fitted.predict_proba(test.features), test.labels, test.files, classes)
+        metrics["train_crop_accuracy"] = score(fitted.predict_proba(train.features), train.labels,
+                                               train.files, classes)["crop_accuracy"]
+        confusion_matrix_plot(metrics["confusion"], classes, out_dir / f"confusion_{kind}.png",
+                              f"{name} - {kind}: crop accuracy {metrics['crop_accuracy']:.1%}, "
+                              f"file accuracy {metrics['file_accuracy']:.1%}")
+        metrics["confusion_png"] = f"confusion_{kind}.png"
+        if fitted.history:
+            mlp_curves_plot(fitted.history, out_dir / "mlp_curves.png", f"{name} - MLP probe")
+            metrics["curves_png"] = "mlp_curves.png"
+            metrics["history"] = fitted.history
+            metrics["epochs"] = len(fitted.history)
+        results[kind] = metrics
+        log.info("%s %s: crop accuracy %.3f, file accuracy %.3f, macro-F1 %.3f", name, kind,
+                 metrics["crop_accuracy"], metrics["file_accuracy"], metrics["macro_f1"])
+    meta = train.meta
+    report = {
+        "features": name,
+        "kind": feature_kind(meta, name),
+        "embeddings": str(embed_dir),
+        "dim": int(train.features.shape[1]),
+        "classes": classes,
+        "split": how,
+        "probe_settings": {k: v for k, v in asdict(base).items() if k != "kind"},
+        "probes": results,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+FEATURE_CHOICES: tuple[str, ...] = ("cpc", "random", "mfcc")
+
+
+def locate_embeddings(target: str | Path, features: str = "cpc", out: Optional[str | Path] = None
+                      ) -> tuple[Path, Path]:
+    """(embeddings folder, results root) for a run folder (`results/cpc/<name>`), an
+    embeddings folder (`results/embeddings/<name>`) or a bare run name under `out`.
+
+    `mfcc` features are computed from the CPC embeddings' crops when missing or older;
+    `random` features must have been embedded (`audiocpc embed ... --random-init`)."""
+    from audiocpc.evaluation.mfcc import write_mfcc_embeddings
+
+    if features not in FEATURE_CHOICES:
+        raise AudiocpcError(f"--features: unknown {features!r}; choose {', '.join(FEATURE_CHOICES)}")
+    path = Path(target)
+    if path.is_dir() and (has_split(path, "train") or has_split(path, "test")):
+        root, name = Path(out) if out else path.parent.parent, path.name
+    elif path.is_dir() and ((path / "checkpoint.pt").exists() or (path / "config.yaml").exists()):
+        root, name = Path(out) if out else path.parent.parent, path.name
+    else:
+        root, name = Path(out or "results"), str(target)
+    for suffix in ("_random", "_mfcc"):
+        if name.endswith(suffix) and features == "cpc":  # the baseline's own folder was given
+            name, features = name[: -len(suffix)], suffix[1:]
+    source = root / "embeddings" / name
+    folder = root / "embeddings" / (name if features == "cpc" else f"{name}_{features}")
+    if features == "mfcc":
+        for split in ("train", "test"):
+            if has_split(source, split) and (not has_split(folder, split) or
+                    (folder / f"{split}.npy").stat().st_mtime < (source / f"{split}.npy").stat().st_mtime):
+                log.info("computing MFCC features of the %s crops of %s", split, name)
+                write_mfcc_embeddings(source, folder, split)
+    if not has_split(folder, "train"):
+        info = _read_info(source, "train")
+        if features == "random":
+            data = info.get("data_dir", "DATA")
+            raise AudiocpcError(f"no random-init embeddings in {folder}; make them with: audiocpc embed "
+                                f"{info.get('run_dir', root / 'cpc' / name)} --data {data} --split train "
+                                "--random-init (and --split test for a test folder)")
+        raise AudiocpcError(f"no train embeddings in {folder} (run `audiocpc embed RUN_DIR --data DIR "
+                            "--split train` first)")
+    return folder, root
+
+
+def _read_info(folder: Path, split: str) -> dict[str, Any]:
+    path = folder / f"{split}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,1 @@
+"""Whole experiments: the train -> embed -> classify -> t-SNE pipeline and its report."""

@@ -1,0 +1,537 @@
+"""The one training loop, used by the CLI, the Python API and distributed runs.
+
+A run lives in `<output.dir>/cpc/<name>/`: config.yaml (the resolved configuration),
+checkpoint.pt (everything needed to resume exactly), losses.npy (mean loss per epoch) and
+history.csv (one row per epoch). A run resumed from its checkpoint continues with the same
+batches, negatives and dropout masks as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from audiocpc.config import Config
+from audiocpc.data.corpus import CropSampler, load_corpus
+from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
+                                  distributed_session, effective_lr, is_collective_failure,
+                                  local_cuda_index)
+from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, RunExistsError
+from audiocpc.models import CPCModel
+from audiocpc.training.preflight import check_training_setup
+
+log = logging.getLogger("audiocpc")
+
+
+def run_directory(config: Config) -> Path:
+    return Path(config.output.dir) / "cpc" / config.run_name
+
+
+# What a run writes into its folder; --force removes these (and only these) before it starts.
+RUN_OUTPUTS = (CHECKPOINT_NAME, "losses.npy", "history.csv", "data_report.json", "tensorboard")
+
+
+def remove_run_outputs(run_dir: Path) -> None:
+    for name in RUN_OUTPUTS:
+        target = run_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def describe_run(checkpoint_path: Path) -> str:
+    """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
+    try:
+        payload = load_checkpoint(checkpoint_path)
+    except CheckpointError:
+        return "a run (its checkpoint cannot be read)"
+    step = int(payload.get("step", 0))
+    if payload.get("finished"):
+        return f"a finished run ({step} steps)"
+    return f"an unfinished run (stopped at step {step})"
+
+
+def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
+    if mixed_precision == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(model: torch.nn.Module, config: Config,
+                    lr: Optional[float] = None) -> torch.optim.Optimizer:
+    """The optimizer at `lr` (default train.lr; distributed runs pass the scaled rate)."""
+    t = config.train
+    lr = t.lr if lr is None else lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+@dataclass
+class EpochMeter:
+    """Running sums for the current epoch (saved in checkpoints so resume is exact)."""
+
+    loss_sum: float = 0.0
+    accuracy_sums: list[float] = field(default_factory=list)
+    steps: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, accuracy: list[float]) -> None:
+        if not self.accuracy_sums:
+            self.accuracy_sums = [0.0] * len(accuracy)
+        self.loss_sum += loss
+        self.accuracy_sums = [s + a for s, a in zip(self.accuracy_sums, accuracy)]
+        self.steps += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "accuracy_sums": list(self.accuracy_sums),
+                "steps": self.steps, "skipped": self.skipped, "seconds": self.seconds}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    history: list[dict[str, float]]
+    step_losses: list[float]
+    interrupted: bool = False
+    time_limited: bool = False  # stopped by train.max_minutes (checkpoint saved, resumable)
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else float("nan")
+
+
+class _StopRequest:
+    """Turns Ctrl-C / SIGTERM into a flag checked between steps, so the run stops at a step
+    boundary with a consistent checkpoint instead of mid-update."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._first_at = 0.0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # A second Ctrl-C stops at once; one within a second of the first is the same
+        # Ctrl-C again, as torchrun forwards it to workers that already received it.
+        if self.requested and time.monotonic() - self._first_at > 1.0:
+            raise KeyboardInterrupt
+        if not self.requested:
+            self._first_at = time.monotonic()
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Owns the model, optimizer and run folder; `fit()` runs the loop."""
+
+    def __init__(self, config: Config, data_dir: str | Path, *, resume: bool = False,
+                 force: bool = False, progress: bool = True,
+                 dist: DistributedContext = SINGLE_PROCESS):
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.run_dir = run_directory(config)
+        self.progress = progress
+        self.force = force
+        self.dist = dist
+        self.device = self._device()
+        self._resume_payload = self._read_resume_payload(resume, force)
+
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)
+        self.model = CPCModel(config).to(self.device)  # always the plain model (no DDP wrapper)
+        check_training_setup(config, self.data_dir, self.model, dist.world_size)
+        if dist.rank:  # other dropout masks and sampled negatives than rank 0's
+            torch.manual_seed(config.train.seed * 1_000_003 + dist.rank)
+        self.lr = effective_lr(config.train.lr, config.train.lr_scaling, dist.world_size)
+        self.optimizer = build_optimizer(self.model, config, lr=self.lr)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=config.train.mixed_precision == "fp16")
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.step_losses: list[float] = []
+        self.meter = EpochMeter()
+        self.last_finite_loss = float("nan")
+        self.last_saved_step: Optional[int] = None
+        if self._resume_payload is not None:
+            self._restore(self._resume_payload)
+            self.last_saved_step = self.step
+        self.network = self._wrap_for_distributed()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _read_resume_payload(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
+        """Rank 0 reads the checkpoint (or refuses); every rank gets the same outcome, so all
+        ranks resume from the same state even without a shared file system."""
+        outcome: tuple[Optional[dict[str, Any]], Optional[AudiocpcError]] = (None, None)
+        if self.dist.is_main:
+            try:
+                outcome = (self._read_checkpoint_here(resume, force), None)
+            except AudiocpcError as exc:
+                outcome = (None, exc)
+        payload, error = self.dist.broadcast_from_main(outcome)
+        if error is not None:
+            raise error
+        return payload
+
+    def _read_checkpoint_here(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
+        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        if checkpoint_path.exists():
+            if resume:
+                return load_checkpoint(checkpoint_path)
+            if not force:
+                raise RunExistsError(
+                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
+                    "with --resume, start over with --force, or choose another --name.")
+        elif resume:
+            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
+        return None
+
+    def _wrap_for_distributed(self) -> torch.nn.Module:
+        """The module the loop calls: DDP around the model under torchrun, else the model."""
+        if not self.dist.enabled:
+            return self.model
+        if self.config.loss.negatives.across_ranks:
+            # Its own process group: its backward collectives never interleave with DDP's.
+            group = torch.distributed.new_group(backend=self.dist.backend)
+            self.model.negative_bank = functools.partial(self.dist.gather_negative_bank, group=group)
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _device(self) -> torch.device:
+        name = self.config.train.device
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda", local_cuda_index(self.dist.local_rank))
+            return torch.device("cpu")
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from audiocpc.errors import ConfigError
+
+            raise ConfigError("train.device: cuda was asked for but no CUDA device is available "
+                              "(use --set train.device=auto or cpu)")
+        if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
+            return torch.device("cuda", local_cuda_index(self.dist.local_rank))
+        return device
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.epochs * self.config.train.steps_per_epoch
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            if payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{self.run_dir / CHECKPOINT_NAME} does not match this configuration ({exc}). "
+                "Resume with the run's own config.yaml, or start over with --force.") from None
+        self.step = int(payload["step"])
+        self.history = list(payload.get("history", []))
+        self.step_losses = [float(x) for x in payload.get("step_losses", [])]
+        meter = payload.get("meter") or {}
+        self.meter = EpochMeter(**meter) if meter else EpochMeter()
+        self.last_finite_loss = float(payload.get("last_finite_loss", float("nan")))
+        rng = payload.get("rng", {})
+        saved_world = int(payload.get("world_size", 1))
+        saved_global = saved_world * int(payload["config"]["data"]["N"])
+        global_batch = self.dist.world_size * self.config.data.N
+        if saved_global != global_batch:
+            log.warning("resuming a run trained with a global batch of %d (%d process(es)) with "
+                        "%d (%d): the batches differ from those of an uninterrupted run",
+                        saved_global, saved_world, global_batch, self.dist.world_size)
+        per_rank = rng.get("ranks") or []
+        if self.dist.rank < len(per_rank):  # this rank's own generator state
+            rng = per_rank[self.dist.rank]
+        elif self.dist.rank:  # no saved state for this rank: derive one from the step
+            rng = {}
+            torch.manual_seed(self.config.train.seed * 1_000_003 + self.dist.rank + self.step)
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        log.info("resumed %s at step %d", self.run_dir, self.step)
+
+    def _payload(self, finished: bool) -> dict[str, Any]:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "config": self.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "step": self.step,
+            "epoch": self.step // self.config.train.steps_per_epoch,
+            "history": self.history,
+            "step_losses": self.step_losses,
+            "meter": self.meter.as_dict(),
+            "last_finite_loss": self.last_finite_loss,
+            "rng": rng,
+            "finished": finished,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self, finished: bool = False) -> None:
+        """Called on every rank at the same step; only rank 0 writes."""
+        rank_rng = None
+        if self.dist.enabled:  # each rank's generator state, so every rank resumes exactly
+            own: dict[str, Any] = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                own["cuda"] = torch.cuda.get_rng_state_all()
+            rank_rng = self.dist.gather_objects(own)
+        if self.dist.is_main:
+            payload = self._payload(finished)
+            if rank_rng is not None:
+                payload["rng"]["ranks"] = rank_rng
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
+        self.last_saved_step = self.step
+
+    # ------------------------------------------------------------------ loop
+
+    def _batches(self, sampler: CropSampler
+                 ) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
+        from audiocpc.data.corpus import batch_stream
+
+        return batch_stream(sampler, self.step, self.total_steps,
+                            num_workers=self.config.data.num_workers,
+                            pin_memory=self.device.type == "cuda")
+
+    def train_step(self, crops: torch.Tensor, labels: Optional[torch.Tensor] = None
+                   ) -> Optional[tuple[float, list[float]]]:
+        """One optimisation step; returns (loss, per-step accuracy), or None if skipped.
+        `labels` (one class index per crop) feed the label-aware negative policies."""
+        cfg = self.config.train
+        crops = crops.to(self.device, non_blocking=True)
+        if labels is not None:
+            labels = labels.to(self.device, non_blocking=True)
+        self.network.train()
+        with autocast_context(self.device, cfg.mixed_precision):
+            out = self.network(crops, labels)
+        loss = out.loss  # computed in float32 by info_nce
+        loss_value = float(self.dist.mean(loss.detach()).item())
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            if cfg.on_nan == "skip":
+                self.meter.skipped += 1
+                log.warning("step %d: non-finite loss (%s) skipped (%d skipped this epoch)",
+                            self.step + 1, loss_value, self.meter.skipped)
+                return None
+            advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
+                      if cfg.mixed_precision == "fp16" else
+                      "lower train.lr or set train.grad_clip (e.g. 1.0)")
+            raise NonFiniteLossError(
+                f"loss became {loss_value} at step {self.step + 1} (last finite loss "
+                f"{self.last_finite_loss:.4f}). Try: {advice}. The last checkpoint in "
+                f"{self.run_dir} is intact; set train.on_nan=skip to skip such steps instead.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last_finite_loss = loss_value
+        accuracy = self.dist.mean(out.step_accuracy.detach()).tolist()
+        return loss_value, accuracy
+
+    def _end_epoch(self, epoch: int) -> None:
+        m = self.meter
+        steps = max(m.steps, 1)
+        record: dict[str, float] = {"epoch": epoch, "loss": m.loss_sum / steps if m.steps else float("nan")}
+        for j, total in enumerate(m.accuracy_sums, start=1):
+            record[f"acc_k{j}"] = total / steps
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["seconds"] = m.seconds
+        record["skipped_steps"] = m.skipped
+        self.history.append(record)
+        self.meter = EpochMeter()
+        if self.dist.is_main:
+            self._write_history()
+
+    def _write_history(self) -> None:
+        # temporary files renamed into place: a kill mid-write never leaves half a file
+        losses_tmp = self.run_dir / ".losses.npy.tmp"
+        with open(losses_tmp, "wb") as handle:
+            np.save(handle, np.array([h["loss"] for h in self.history], dtype=np.float32))
+        os.replace(losses_tmp, self.run_dir / "losses.npy")
+        keys = list(self.history[0]) if self.history else []
+        history_tmp = self.run_dir / ".history.csv.tmp"
+        with open(history_tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(history_tmp, self.run_dir / "history.csv")
+
+    def _scan_data(self) -> None:
+        """Scan the data folder (cached), write data_report.json, stop if nothing is usable."""
+        from audiocpc.data.scan import REPORT_NAME, scan_folder
+
+        report = scan_folder(self.data_dir, self.config.data,
+                             progress=self.progress and self.dist.is_main)
+        if self.dist.is_main:
+            path = report.write(self.run_dir / REPORT_NAME)
+            log.info("data: %s (details in %s)", report.summary_lines()[0], path)
+            if report.silent:
+                log.info("data: %d silent file(s), still used", len(report.silent))
+        report.check(self.config.data.on_bad_file)
+
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        if self.step >= self.total_steps:  # a finished run: its folder is left as it is
+            log.info("%s has already finished %d steps", self.run_dir, self.step)
+            return TrainResult(self.run_dir, self.step, self.history, self.step_losses)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.force and self._resume_payload is None:
+                remove_run_outputs(self.run_dir)  # nothing of the old run is left to resume
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        self._scan_data()
+        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples,
+                             progress=self.progress and self.dist.is_main)
+        if self.dist.is_main:
+            log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
+                     corpus.total_seconds / 60, self.data_dir)
+            log.info(self.batch_summary())
+        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed,
+                              self.dist.rank, self.dist.world_size)
+        writer = self._tensorboard()
+        steps_per_epoch = cfg.train.steps_per_epoch
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
+                   unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+        interrupted = time_limited = False
+        with _StopRequest() as stop, self._collective_failures_explained():
+            tick = time.perf_counter()
+            deadline = (None if cfg.train.max_minutes is None
+                        else tick + 60.0 * cfg.train.max_minutes)
+            for step, crops, labels in self._batches(sampler):
+                assert step == self.step, f"batch for step {step} arrived at step {self.step}"
+                result = self.train_step(crops, labels)
+                self.step += 1
+                now = time.perf_counter()
+                self.meter.seconds += now - tick
+                tick = now
+                if result is not None:
+                    loss, accuracy = result
+                    self.meter.add(loss, accuracy)
+                    self.step_losses.append(loss)
+                    bar.set_postfix(loss=f"{loss:.3f}", acc="/".join(f"{a:.2f}" for a in accuracy),
+                                    refresh=False)
+                    if writer is not None:
+                        writer.add_scalar("loss/train", loss, self.step)
+                bar.update(1)
+                if self.step % steps_per_epoch == 0:
+                    self._end_epoch(self.step // steps_per_epoch)
+                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save(finished=self.step == self.total_steps)
+                time_up = deadline is not None and now >= deadline and self.step < self.total_steps
+                if self.dist.any(stop.requested or time_up, self.device):  # every rank stops here
+                    if self.step % cfg.train.checkpoint_every:
+                        self.save()
+                    if stop.requested:
+                        interrupted = True
+                        log.warning("stopped at step %d; checkpoint saved. Continue with --resume.",
+                                    self.step)
+                    else:
+                        time_limited = True
+                        log.info("train.max_minutes reached at step %d; checkpoint saved. Continue "
+                                 "with --resume.", self.step)
+                    break
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted,
+                           time_limited)
+
+    def batch_summary(self) -> str:
+        """The batch and learning-rate rule of this run, printed at start."""
+        cfg, world = self.config, self.dist.world_size
+        if not self.dist.enabled:
+            return f"batch: {cfg.data.N} sequences per step; lr {self.lr:g}"
+        pool = ("the global batch (loss.negatives.across_ranks)" if cfg.loss.negatives.across_ranks
+                else "each process's own batch")
+        return (f"distributed: {world} processes ({self.dist.backend}); data.N = {cfg.data.N} "
+                f"sequences per process, global batch {cfg.data.N * world}; lr {self.lr:g} "
+                f"(train.lr {cfg.train.lr:g}, train.lr_scaling={cfg.train.lr_scaling}); "
+                f"negatives from {pool}")
+
+    @contextlib.contextmanager
+    def _collective_failures_explained(self) -> Iterator[None]:
+        """Turn a failed collective (another rank died, the network broke, a timeout) into
+        one clear message that says where the intact checkpoint is."""
+        try:
+            yield
+        except Exception as exc:
+            if not (self.dist.enabled and is_collective_failure(exc)):
+                raise
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # gloo's text starts with a source location and ends with advice: keep the cause
+            first_line = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0].rstrip(".")
+            if self.last_saved_step is None:
+                saved = (f"no checkpoint was written yet (train.checkpoint_every = "
+                         f"{self.config.train.checkpoint_every}); run the command again to start over")
+            else:
+                saved = (f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                         "intact; run the same command with --resume to continue from it")
+            raise DistributedRunError(
+                f"rank {self.dist.rank}: lost contact with the other processes during step "
+                f"{self.step + 1} ({first_line}). Another rank probably stopped or was killed "
+                f"(the launcher's summary names it); {saved}.") from None
+
+    def _tensorboard(self) -> Any:
+        if not self.dist.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional `tensorboard` extra is not installed
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+
+def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: bool = False,
+          progress: bool = True, dist: Optional[DistributedContext] = None) -> TrainResult:
+    """Train (or resume) a CPC model on the audio below `data_dir`. Under torchrun (and
+    `dist` not given) the processes join one DistributedDataParallel run."""
+    if dist is not None:
+        return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+    with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
+                             config.train.device) as session:
+        return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
+                       dist=session).fit()

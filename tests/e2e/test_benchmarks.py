@@ -1,0 +1,49 @@
+"""The throughput benchmark runs end to end in its quick mode (its numbers are not asserted:
+speed targets live in the benchmark's output, not in tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from audiocpc.config import load_config
+from audiocpc.training.flops import count_training_flops
+from audiocpc.models import CPCModel
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_quick_mode_reports_every_number(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert _load("throughput").main(["--preset", "1dconv_tiny", "--quick", "--json", str(out)]) == 0
+    numbers = json.loads(out.read_text())
+    for key in ("train_steps_per_second", "train_audio_seconds_per_second", "model_gflop_per_step",
+                "achieved_gflops", "matmul_peak_gflops", "data_crops_per_second",
+                "embed_audio_seconds_per_second", "peak_rss_mib"):
+        assert numbers[key] > 0, key
+    assert numbers["achieved_gflops"] == numbers["model_gflop_per_step"] * numbers["train_steps_per_second"]
+
+
+def test_flop_count_matches_the_layer_shapes() -> None:
+    """The reference preset costs about 0.16 GFLOP per window forward (the issue's figure);
+    counting forward+backward over N*(T+k) windows gives about 3x that per window."""
+    cfg = load_config("1dconv_gru")
+    model = CPCModel(cfg)
+    waves = torch.randn(cfg.data.N, cfg.data.crop_samples)
+
+    def step() -> None:
+        model(waves).loss.backward()
+
+    gflop = count_training_flops(model, step) / 1e9
+    windows = cfg.data.N * (cfg.data.T + cfg.data.k)
+    assert 0.15 < gflop / windows / 3 < 0.17

@@ -1,0 +1,113 @@
+"""End to end on the synthetic data: train -> embed -> classify -> t-SNE with a tiny preset,
+through `audiocpc run`, with a test folder and without one."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiocpc.cli import main
+from audiocpc.experiments.pipeline import DEMO_OVERRIDES
+
+
+def _metrics(out: Path, features: str) -> dict:
+    return json.loads((out / "classifier" / features / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_run_trains_embeds_classifies_and_beats_the_random_baseline(
+        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.set_num_threads(1)  # the tiny model trains fastest on one thread
+    out = tmp_path / "results"
+    overrides = [a for o in DEMO_OVERRIDES if not o.startswith("train.epochs") for a in ("--set", o)]
+    common = ["run", "--models", "1dconv_tiny", "--train-data", str(demo_dir / "train"),
+              "--out", str(out), "--crops-train", "8", "--crops-test", "4", "--points", "300",
+              "--quiet", *overrides, "--set", "train.epochs=3", "--set", "train.steps_per_epoch=50"]
+    assert main([*common, "--embed-test", str(demo_dir / "test")]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+    cpc, random, mfcc = (_metrics(out, f"1dconv_tiny{s}") for s in ("", "_random", "_mfcc"))
+    assert cpc["split"]["mode"] == "test split" and cpc["split"]["test_files"] == 20
+    assert cpc["classes"] == ["buzz", "chirp", "hum", "pulse", "whistle"]
+    linear = cpc["probes"]["logreg"]["crop_accuracy"]
+    assert linear > 0.7  # chance is 0.2
+    assert linear > random["probes"]["logreg"]["crop_accuracy"]
+    # the baselines saw exactly the crops the trained model embedded
+    manifests = [(out / "embeddings" / f"1dconv_tiny{s}" / "test.csv").read_text()
+                 for s in ("", "_random", "_mfcc")]
+    assert manifests[0] == manifests[1] == manifests[2]
+    assert mfcc["dim"] == 40 and mfcc["split"] == cpc["split"]
+
+    tsne = json.loads((out / "tsne" / "1dconv_tiny" / "tsne.json").read_text())
+    assert tsne["points"] == 300 and len(tsne["per_class"]) == 5
+    report = (out / "report.md").read_text()
+    for text in ("| 1dconv_tiny |", "untrained (random init)", "MFCC mean+std",
+                 "tsne/1dconv_tiny/tsne.png", "classifier/1dconv_tiny/confusion_logreg.png"):
+        assert text in report
+    for link in [line.split("](")[1].split(")")[0] for line in report.splitlines() if "](" in line]:
+        assert (out / link).is_file(), link
+
+    # again: every stage is finished, so nothing runs
+    assert main([*common, "--embed-test", str(demo_dir / "test")]) == 0
+    assert "train ran" not in (out / "report.md").read_text()
+    assert "Stages this time: train skipped, embed skipped, mfcc skipped, classify skipped, " \
+           "tsne skipped" in (out / "report.md").read_text()
+
+    # without a test folder: whole files of the train folder are held out instead
+    assert main(common) == 0
+    cpc = _metrics(out, "1dconv_tiny")
+    assert cpc["split"]["mode"] == "by file"
+    assert not (out / "embeddings" / "1dconv_tiny" / "test.npy").exists()
+    with open(out / "classifier" / "1dconv_tiny" / "split.csv") as handle:
+        sides: dict[str, set[str]] = {}
+        for row in csv.DictReader(handle):
+            sides.setdefault(row["file"], set()).add(row["side"])
+    assert {s for v in sides.values() for s in v} == {"train", "test"}
+    assert all(len(v) == 1 for v in sides.values())
+    assert cpc["probes"]["logreg"]["crop_accuracy"] > 0.5
+    tsne = json.loads((out / "tsne" / "1dconv_tiny" / "tsne.json").read_text())
+    assert len(tsne["per_class"]) == 5  # the held-out files are shown as test
+
+
+def test_run_refuses_a_finished_run_trained_with_other_settings(demo_dir: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "cpc" / "1dconv_tiny"
+    run_dir.mkdir(parents=True)
+    from audiocpc.config import load_config
+
+    (run_dir / "config.yaml").write_text(load_config("1dconv_tiny", [f"output.dir={tmp_path}"]).to_yaml())
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    code = main(["run", "--models", "1dconv_tiny", "--train-data", str(demo_dir / "train"),
+                 "--out", str(tmp_path), "--set", "train.lr=1e-4"])
+    assert code == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_classify_and_tsne_commands_on_embeddings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_probe import clustered, write_embeddings
+
+    x, files, labels = clustered(3, 6, crops=5, dim=8, spread=0.5, seed=0)
+    write_embeddings(tmp_path / "embeddings" / "m", "train", x, files, labels)
+    assert main(["classify", "m", "--out", str(tmp_path), "--probe", "logreg", "--probe", "knn",
+                 "--pca", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "m logreg: crop accuracy" in printed and "m knn:" in printed
+    metrics = json.loads((tmp_path / "classifier" / "m" / "metrics.json").read_text())
+    assert metrics["probe_settings"]["pca_dim"] == 4 and metrics["split"]["mode"] == "by file"
+    assert main(["tsne", str(tmp_path / "embeddings" / "m"), "--method", "pca", "--points", "50"]) == 0
+    assert (tmp_path / "tsne" / "m" / "pca.svg").is_file()
+    assert main(["classify", "m", "--out", str(tmp_path), "--features", "random"]) == 2
+    assert "--random-init" in capsys.readouterr().err
+
+
+def test_run_stops_before_training_when_the_files_carry_no_classes(tone_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # tone000.wav, tone001.wav, ...: one class ("tone") for every file
+    assert main(["run", "--models", "1dconv_tiny", "--train-data", str(tone_dir),
+                 "--out", str(tmp_path)]) == 2
+    assert "only tone found" in capsys.readouterr().err
+    assert not (tmp_path / "cpc").exists()

@@ -1,0 +1,189 @@
+"""Embedding folders: output format, crop positions, shared window encoding, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiocpc.cli import main
+from audiocpc.config import load_config
+from audiocpc.evaluation.embed import MANIFEST_COLUMNS, crop_starts, embed_crops, embed_folder, window_reuse
+from audiocpc.errors import ConfigError
+from audiocpc.models import CPCModel
+
+TINY_CROP = 12 * 500  # 1dconv_tiny: T=12 windows of 500 samples at 8 kHz
+TINY_SR = 8000
+
+
+def _manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == MANIFEST_COLUMNS
+        return list(reader)
+
+
+def _write(folder: Path, name: str, seconds: float, sample_rate: int = TINY_SR, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    wave = 0.4 * np.sin(2 * np.pi * rng.uniform(200, 900) * t) + 0.05 * rng.standard_normal(t.size)
+    sf.write(folder / name, wave.astype(np.float32), sample_rate, subtype="FLOAT")
+    return folder / name
+
+
+def test_output_files_match_each_other(tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
+    result = embed_folder(tiny_run, demo_dir / "test", "test", crops=3, out=tmp_path, progress=False)
+    folder = tmp_path / "embeddings" / "tiny"
+    array = np.load(folder / "test.npy")
+    rows = _manifest(folder / "test.csv")
+    info = json.loads((folder / "test.json").read_text())
+    files = sorted(p.name for p in (demo_dir / "test").glob("*.wav"))
+    assert array.dtype == np.float32 and array.shape == (len(files) * 3, 64)
+    assert np.all(np.isfinite(array)) and array.std() > 0
+    assert np.array_equal(array, result.embeddings)
+    assert [int(r["row"]) for r in rows] == list(range(len(array)))
+    assert sorted({r["file"] for r in rows}) == files
+    assert all(r["label"] == r["file"].split(".")[0] for r in rows)  # hum.00003.wav -> hum
+    assert {float(r["duration_seconds"]) for r in rows} == {TINY_CROP / TINY_SR}
+    assert info["rows"] == len(rows) and info["dim"] == 64 and info["kind"] == "context"
+    assert info["crops"] == 3 and info["run"] == "tiny" and info["sample_rate"] == TINY_SR
+    assert info["labels"] == ["buzz", "chirp", "hum", "pulse", "whistle"]
+    assert info["skipped_short"] == 0 and info["random_init"] is False
+
+
+def test_crops_lie_inside_files_and_repeat_with_the_seed(tiny_run: Path, demo_dir: Path,
+                                                          tmp_path: Path) -> None:
+    first = embed_folder(tiny_run, demo_dir / "test", "test", crops=4, out=tmp_path / "a",
+                         seed=3, progress=False)
+    again = embed_folder(tiny_run, demo_dir / "test", "test", crops=4, out=tmp_path / "b",
+                         seed=3, progress=False)
+    other = embed_folder(tiny_run, demo_dir / "test", "test", crops=4, out=tmp_path / "c",
+                         seed=4, progress=False)
+    durations = {p.name: sf.info(str(p)).duration for p in (demo_dir / "test").glob("*.wav")}
+    for name, start, length in zip(first.files, first.start_seconds, first.duration_seconds):
+        assert 0 <= start and start + length <= durations[name] + 1e-6
+    assert np.array_equal(first.start_seconds, again.start_seconds)
+    assert np.array_equal(first.embeddings, again.embeddings)
+    assert not np.array_equal(first.start_seconds, other.start_seconds)
+    # distinct starts per file while the file has room, on the 500-sample window grid
+    for name in set(first.files):
+        starts = first.start_seconds[[f == name for f in first.files]]
+        assert len(set(starts)) == 4
+        assert np.allclose(np.round(starts * TINY_SR) % 500, 0)
+
+
+def test_crops_all_tile_the_file(tiny_run: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    lengths = {"a.wav": 3.3, "b.wav": 0.75, "c.wav": 1.6}
+    for i, (name, seconds) in enumerate(lengths.items()):
+        _write(data, name, seconds, seed=i)
+    result = embed_folder(tiny_run, data, "test", crops="all", out=tmp_path, progress=False)
+    for name, seconds in lengths.items():
+        starts = np.round(result.start_seconds[[f == name for f in result.files]] * TINY_SR)
+        count = int(seconds * TINY_SR) // TINY_CROP
+        assert list(starts) == [i * TINY_CROP for i in range(count)]  # consecutive, no overlap
+        assert seconds * TINY_SR - (starts[-1] + TINY_CROP) < TINY_CROP  # only a short tail left
+
+
+def test_short_files_are_skipped_and_reported(tiny_run: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "rock" / "data"  # a parent folder named like a class must not matter
+    _write(data, "blues.00000.wav", 1.0)
+    _write(data, "7seven00032.wav", 1.2, seed=1)
+    _write(data, "pop37.wav", 0.5, seed=2)  # shorter than one 0.75 s crop
+    with caplog.at_level(logging.WARNING, logger="audiocpc"):
+        result = embed_folder(tiny_run, data, "train", crops=2, out=tmp_path, progress=False)
+    assert sorted(set(result.files)) == ["7seven00032.wav", "blues.00000.wav"]
+    assert sorted(set(result.labels)) == ["blues", "seven"]
+    assert result.info["skipped_short"] == 1 and result.info["files"] == 2
+    assert any("skipped 1 file(s) shorter than 0.750 s" in r.getMessage() for r in caplog.records)
+
+
+def _window_model(context: str) -> CPCModel:
+    overrides = ["model.context.type=transformer", "model.context.dense_units=[32]"] \
+        if context == "transformer" else []
+    torch.manual_seed(0)
+    return CPCModel(load_config("1dconv_tiny", overrides)).eval()
+
+
+@pytest.mark.parametrize("context", ["gru", "transformer"])
+def test_shared_window_encoding_equals_crop_by_crop(context: str) -> None:
+    model = _window_model(context)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.3 for n in (20000, 6000, 13457)]
+    starts = [crop_starts(w.size, TINY_CROP, 9, 0, str(i), grid=500) for i, w in enumerate(waves)]
+    starts[2] = np.array([0, 37, 500, 1999, 7457])  # off the grid too: still exact
+    for kind in ("context", "context_mean", "z_mean") if context == "gru" else ("context",):
+        shared, used = embed_crops(model, waves, starts, TINY_CROP, kind, batch_size=4, shared=True)
+        direct, _ = embed_crops(model, waves, starts, TINY_CROP, kind, batch_size=7, shared=False)
+        assert used and shared.shape == (sum(map(len, starts)), 64)
+        np.testing.assert_allclose(shared, direct, atol=1e-5, rtol=0)
+        automatic, chosen = embed_crops(model, waves, starts, TINY_CROP, kind, batch_size=4)
+        assert chosen and np.array_equal(automatic, shared)
+    # one crop per file shares nothing: embedded crop by crop
+    single = [s[:1] for s in starts]
+    assert window_reuse(single, TINY_CROP, 500) == 1.0
+    assert not embed_crops(model, waves, single, TINY_CROP, "context", batch_size=4)[1]
+
+
+def test_random_init_is_the_untrained_baseline(tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
+    trained = embed_folder(tiny_run, demo_dir / "test", "test", crops=1, out=tmp_path, progress=False)
+    baseline = embed_folder(tiny_run, demo_dir / "test", "test", crops=1, out=tmp_path,
+                            random_init=True, progress=False)
+    assert baseline.folder == tmp_path / "embeddings" / "tiny_random"
+    assert baseline.info["random_init"] is True
+    assert np.array_equal(trained.start_seconds, baseline.start_seconds)
+    assert not np.allclose(trained.embeddings, baseline.embeddings, atol=1e-3)
+
+
+def test_bad_options_fail_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown embedding kind"):
+        embed_folder(tmp_path / "missing-run", tmp_path, "test", kind="c_last")
+    with pytest.raises(ConfigError, match="positive number or 'all'"):
+        embed_folder(tmp_path / "missing-run", tmp_path, "test", crops=0)
+    with pytest.raises(ConfigError, match="plain name"):
+        embed_folder(tmp_path / "missing-run", tmp_path, "../test")
+
+
+def test_cli_embed_writes_the_split(tiny_run: Path, demo_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["embed", str(tiny_run), "--data", str(demo_dir / "test"), "--split", "test",
+                 "--crops", "2", "--kind", "z_mean", "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    folder = tmp_path / "embeddings" / "tiny"
+    array = np.load(folder / "test.npy")
+    assert array.shape == (40, 64) and len(_manifest(folder / "test.csv")) == 40
+    assert json.loads((folder / "test.json").read_text())["kind"] == "z_mean"
+    assert "test.npy (40 x 64" in capsys.readouterr().out
+
+
+def test_cli_embed_with_a_bad_run_folder_exits_2(tmp_path: Path, demo_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["embed", str(tmp_path / "nope"), "--data", str(demo_dir / "test"),
+                 "--split", "test", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "audiocpc: error: no trained model in" in err and "checkpoint.pt not found" in err
+    assert not (tmp_path / "embeddings").exists()
+
+
+def test_labels_from_a_table_reach_the_manifest(tiny_run: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write(data / "takes", "a.wav", 1.0)
+    _write(data, "b.wav", 1.0, seed=1)
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\ntakes/a.wav,dog\n")
+    code = main(["embed", str(tiny_run), "--data", str(data), "--split", "test", "--crops", "1",
+                 "--labels-csv", str(table), "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    rows = _manifest(tmp_path / "embeddings" / "tiny" / "test.csv")
+    assert [(r["file"], r["label"]) for r in rows] == [("b.wav", ""), ("takes/a.wav", "dog")]
+    info = json.loads((tmp_path / "embeddings" / "tiny" / "test.json").read_text())
+    assert info["unlabelled_files"] == 1 and info["labels"] == ["dog"]

@@ -1,0 +1,176 @@
+"""Probes, the split by file, classify and t-SNE on synthetic embedding folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiocpc.evaluation.classify import classify, load_split, train_test_splits
+from audiocpc.evaluation.mfcc import mfcc, mfcc_summary
+from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
+from audiocpc.evaluation.tsne import stratified_subsample, tsne
+
+
+def write_embeddings(folder: Path, split: str, features: np.ndarray, files: list[str],
+                     labels: list[str]) -> None:
+    """An embeddings folder in the format `audiocpc embed` writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{split}.npy", features.astype(np.float32))
+    with open(folder / f"{split}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "file", "start_seconds", "duration_seconds", "label"])
+        for i, (f, label) in enumerate(zip(files, labels)):
+            writer.writerow([i, f, 0.5 * (i % 4), 1.0, label])
+    (folder / f"{split}.json").write_text(json.dumps({"split": split, "rows": len(files)}))
+
+
+def clustered(n_classes: int, files_per_class: int, crops: int, dim: int, spread: float,
+              seed: int, prefix: str = "") -> tuple[np.ndarray, list[str], list[str]]:
+    """Crops around a per-file centre, file centres around a per-class centre."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(n_classes, dim)) * 3
+    features, files, labels = [], [], []
+    for c in range(n_classes):
+        for f in range(files_per_class):
+            file_centre = centres[c] + rng.normal(size=dim) * spread
+            for _ in range(crops):
+                features.append(file_centre + rng.normal(size=dim) * 0.5)
+                files.append(f"{prefix}class{c}/class{c}.{f:05d}.wav")
+                labels.append(f"class{c}")
+    return np.array(features), files, labels
+
+
+def test_split_by_file_never_puts_one_file_on_both_sides() -> None:
+    _, files, labels = clustered(4, 7, crops=5, dim=2, spread=1.0, seed=0)
+    held = split_by_file(files, labels, test_fraction=0.3, seed=3)
+    train_files = {f for f, h in zip(files, held) if not h}
+    test_files = {f for f, h in zip(files, held) if h}
+    assert train_files and test_files
+    assert not train_files & test_files
+    for c in range(4):  # stratified: every class on both sides, round(0.3 * 7) = 2 files held out
+        assert sum(f.startswith(f"class{c}/") for f in test_files) == 2
+    assert np.array_equal(held, split_by_file(files, labels, 0.3, seed=3))
+    assert not np.array_equal(held, split_by_file(files, labels, 0.3, seed=4))
+
+
+def test_split_by_file_keeps_single_file_classes_in_training() -> None:
+    files = ["a1", "a1", "a2", "b1"]
+    held = split_by_file(files, ["a", "a", "a", "b"], test_fraction=0.5, seed=0)
+    assert not held[3]
+    assert held[:3].sum() in (1, 2) and held[0] == held[1]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "mlp", "knn"])
+def test_probes_separate_clusters_and_score_file_level(kind: str) -> None:
+    x, files, labels = clustered(3, 6, crops=6, dim=8, spread=0.8, seed=1)
+    held = split_by_file(files, labels, 0.34, seed=0)
+    fitted = fit_probe(x[~held], [l for l, h in zip(labels, held) if not h],
+                       ProbeSettings(kind=kind, pca_dim=4, max_epochs=60),
+                       files=[f for f, h in zip(files, held) if not h])
+    proba = fitted.predict_proba(x[held])
+    assert proba.shape == (held.sum(), 3)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    metrics = score(proba, [l for l, h in zip(labels, held) if h], [f for f, h in zip(files, held) if h],
+                    fitted.classes)
+    assert metrics["crop_accuracy"] > 0.9
+    assert metrics["files"] == 6 and metrics["crops"] == 36
+    if kind == "mlp":
+        assert fitted.history and "val_loss" in fitted.history[0]
+
+
+def test_pca_and_scaler_are_fit_on_training_rows_only() -> None:
+    x, files, labels = clustered(2, 4, crops=3, dim=5, spread=0.5, seed=2)
+    fitted = fit_probe(x, labels, ProbeSettings(pca_dim=3))
+    assert np.allclose(fitted.scaler.mean_, x.mean(axis=0))
+    shifted = fitted.transform(x + 100.0)  # new data is transformed, never refit
+    assert not np.allclose(shifted, fitted.transform(x))
+    assert fitted.pca.n_components_ == 3
+
+
+def test_file_accuracy_averages_probabilities_over_a_files_crops() -> None:
+    # file f1 (class a): crops say a, a, b -> file-level a; crop-level 2/3
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9]])
+    metrics = score(proba, ["a", "a", "a", "b"], ["f1", "f1", "f1", "f2"], ["a", "b"])
+    assert metrics["crop_accuracy"] == pytest.approx(0.75)
+    assert metrics["file_accuracy"] == pytest.approx(1.0)
+    assert metrics["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    assert metrics["per_class"]["a"]["recall"] == pytest.approx(2 / 3)
+    assert metrics["confusion"] == [[2, 1], [0, 1]]
+
+
+def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path) -> None:
+    x, files, labels = clustered(3, 8, crops=4, dim=6, spread=0.6, seed=3)
+    folder = tmp_path / "embeddings" / "run"
+    write_embeddings(folder, "train", x, files, labels)
+    report = classify(folder, tmp_path / "classifier" / "run", probes=["logreg", "mlp"],
+                      settings=ProbeSettings(max_epochs=40))
+    assert report["split"]["mode"] == "by file"
+    with open(tmp_path / "classifier" / "run" / "split.csv") as handle:
+        sides: dict[str, set[str]] = {}
+        for row in csv.DictReader(handle):
+            sides.setdefault(row["file"], set()).add(row["side"])
+    assert all(len(s) == 1 for s in sides.values())
+    assert report["split"]["test_files"] == 6  # round(0.25 * 8) = 2 per class
+    written = json.loads((tmp_path / "classifier" / "run" / "metrics.json").read_text())
+    assert written["probes"]["logreg"]["crop_accuracy"] > 0.9
+    assert (tmp_path / "classifier" / "run" / "confusion_logreg.png").stat().st_size > 1000
+    assert (tmp_path / "classifier" / "run" / "mlp_curves.png").is_file()
+
+
+def test_classify_uses_the_test_split_and_drops_unlabelled_and_unseen(tmp_path: Path) -> None:
+    x, files, labels = clustered(2, 4, crops=3, dim=4, spread=0.5, seed=4)
+    folder = tmp_path / "emb"
+    write_embeddings(folder, "train", x, files, labels)
+    tx, tfiles, tlabels = clustered(3, 2, crops=3, dim=4, spread=0.5, seed=5, prefix="t/")
+    tlabels[0] = ""
+    write_embeddings(folder, "test", tx, tfiles, tlabels)
+    train, test, how = train_test_splits(folder)
+    assert how["mode"] == "test split" and how["test_classes_left_out"] == ["class2"]
+    assert len(test) == 2 * 2 * 3 - 1 and set(test.labels) == {"class0", "class1"}
+    assert len(load_split(folder, "test")) == len(tfiles) - 1
+
+
+def test_mfcc_matches_a_tone_and_has_mean_and_std() -> None:
+    sr = 8000
+    t = np.arange(sr) / sr
+    low, high = np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 2500 * t)
+    coefficients = mfcc(low, sr)
+    assert coefficients.shape == (98, 20)
+    summary_low, summary_high = mfcc_summary(low, sr), mfcc_summary(high, sr)
+    assert summary_low.shape == (40,)
+    assert np.linalg.norm(summary_low[:20] - summary_high[:20]) > 5  # different spectra
+    assert np.all(summary_low[20:] < 1.0)  # a steady tone barely changes over time
+
+
+def test_stratified_subsample_keeps_every_stratum() -> None:
+    strata = np.array(["a"] * 900 + ["b"] * 90 + ["c"] * 10)
+    chosen = stratified_subsample(strata, 100, seed=0)
+    kept = strata[chosen]
+    assert abs(len(chosen) - 100) <= 2
+    assert (kept == "a").sum() == 90 and (kept == "b").sum() == 9 and (kept == "c").sum() == 1
+
+
+def test_tsne_puts_train_and_test_in_one_space(tmp_path: Path) -> None:
+    x, files, labels = clustered(3, 5, crops=10, dim=16, spread=0.3, seed=6)
+    tx, tfiles, tlabels = clustered(3, 2, crops=10, dim=16, spread=0.3, seed=7, prefix="t/")
+    folder = tmp_path / "emb"
+    write_embeddings(folder, "train", x, files, labels)
+    write_embeddings(folder, "test", tx, tfiles, tlabels)
+    info = tsne(folder, tmp_path / "tsne", points=120, perplexity=15, seed=0)
+    assert info["points"] == 120
+    assert (tmp_path / "tsne" / "tsne.png").stat().st_size > 1000
+    assert (tmp_path / "tsne" / "tsne.svg").read_text().lstrip().startswith("<?xml")
+    assert len(info["per_class"]) == 3
+    with open(tmp_path / "tsne" / "tsne_points.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["split"] for r in rows} == {"train", "test"}
+    points = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    names = np.array([r["label"] for r in rows])
+    # the map keeps the clusters: each point's nearest neighbour is of its own class
+    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    assert (names[distances.argmin(axis=1)] == names).mean() > 0.9

@@ -1,0 +1,59 @@
+"""Label-aware negatives in training: each crop carries its file's label from the data
+layer to the negative sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiocpc.config import load_config
+from audiocpc.data.corpus import CropSampler, load_corpus
+from audiocpc.errors import ConfigError
+from audiocpc.training.trainer import train
+
+PITCH = {"low": 200.0, "high": 1500.0}
+
+
+@pytest.fixture
+def two_speakers(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 8000
+    for label, f0 in PITCH.items():
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            wave = 0.5 * np.sin(2 * np.pi * f0 * (1 + 0.02 * i) * t) + 0.01 * rng.standard_normal(t.size)
+            sf.write(tmp_path / label / f"clip{i}.wav", wave.astype(np.float32), 8000)
+    return tmp_path
+
+
+def _dominant_hz(crop: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(crop))
+    return float(np.fft.rfftfreq(crop.size, 1 / 8000)[spectrum.argmax()])
+
+
+def test_crops_carry_their_files_labels(two_speakers: Path) -> None:
+    cfg = load_config("cpc_tiny", ["data.labels=folder"])
+    corpus = load_corpus(two_speakers, cfg.data, cfg.data.crop_samples, progress=False)
+    assert corpus.classes == ["high", "low"]
+    sampler = CropSampler(corpus, cfg.data.crop_samples, 6, seed=0)
+    for step in range(5):
+        crops, labels = sampler.batch_with_labels(step)
+        for crop, label in zip(crops, labels):
+            expected = PITCH[corpus.classes[label]]
+            assert abs(_dominant_hz(crop) - expected) < 0.1 * expected
+
+
+def test_training_with_other_label_negatives(two_speakers: Path, tmp_path: Path) -> None:
+    cfg = load_config("cpc_tiny", [f"output.dir={tmp_path / 'out'}", "data.labels=folder",
+                                   "loss.negatives.policy=other_label", "loss.negatives.count=8",
+                                   "train.epochs=1", "train.steps_per_epoch=4"])
+    result = train(cfg, two_speakers, progress=False)
+    assert result.steps == 4 and all(np.isfinite(result.step_losses))
+
+
+def test_label_policy_without_labels_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match="set data.labels"):
+        load_config("cpc_tiny", ["loss.negatives.policy=same_label", "loss.negatives.count=4"])
