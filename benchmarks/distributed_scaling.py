@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiocpc.config import load_config
+from audiocpc import load_config
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.evaluation.embed import crop_length, embed_crops, plan_crops
-from audiocpc.models import CPCModel
+from audiocpc.models import build_cpc
 from audiocpc.training.restore import pick_device
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     config = load_config(args.preset)
     device = pick_device(args.device)
     torch.manual_seed(0)
-    model = CPCModel(config).to(device).eval()
+    model = build_cpc(config).to(device).eval()
     rate = config.data.desired_sr
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(int(args.seconds * rate)).astype(np.float32) * 0.3

@@ -543,7 +543,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
-    from audiocpc.config import load_config
+    from audiocpc import load_config
 
     clips = read_fsdd(args.data)
     if args.quick:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.data.corpus import CropSampler, batch_stream, load_corpus
 from audiocpc.data.synthetic import make_demo_dataset
 from audiocpc.evaluation.embed import crop_length, crop_starts, embed_crops

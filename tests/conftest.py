@@ -52,7 +52,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Path:
     """The run folder of a 1dconv_tiny model trained for 30 steps on the demo data, shared
     by the tests that need a trained model (embeddings, Python API)."""
-    from audiocpc.config import load_config
+    from audiocpc import load_config
     from audiocpc.training.trainer import train
 
     out = tmp_path_factory.mktemp("tiny-run")

@@ -12,9 +12,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Config": ("audiocpc.config", "Config"),
-    "load_config": ("audiocpc.config", "load_config"),
+    "load_config": ("audiocpc.api", "load_config"),
     "train": ("audiocpc.training.trainer", "train"),
     "CPCModel": ("audiocpc.models", "CPCModel"),
+    "build_cpc": ("audiocpc.models", "build_cpc"),
     "register": ("audiocpc.models.registry", "register"),
     "make_demo_dataset": ("audiocpc.data.synthetic", "make_demo_dataset"),
     "load": ("audiocpc.api", "load"),

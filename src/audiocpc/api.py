@@ -27,11 +27,25 @@ from audiocpc.data.cache import AudioCache
 from audiocpc.config import Config
 from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
                             plan_crops, pool_by_file)
-from audiocpc.errors import AudiocpcError
+from audiocpc.errors import AudiocpcError, ConfigError
 from audiocpc.models import CPCModel
+from audiocpc.models.checks import check_model_config, component_problems
+from audiocpc.presets import apply_overrides, preset_dict, validate_config
 from audiocpc.training.restore import RestoredRun, restore_run
 
 Waveform = Union[np.ndarray, torch.Tensor]
+
+
+def load_config(preset: str = "1dconv_gru", overrides: Optional[Sequence[str]] = None) -> Config:
+    """A preset (or YAML file) with dotted overrides, every check done: the settings and
+    the model's components (`audiocpc.load_config("cpc_tiny", ["train.lr=1e-3"])`)."""
+    raw = apply_overrides(preset_dict(preset), list(overrides or []))
+    try:
+        config = validate_config(raw)
+    except ConfigError as exc:  # list the components' problems too, in the same error
+        extra = [p for p in component_problems(raw) if p not in exc.problems]
+        raise ConfigError(exc.problems + extra) from None
+    return check_model_config(config)
 
 
 @dataclass

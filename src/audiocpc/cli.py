@@ -25,21 +25,24 @@ def _add_config_options(parser: argparse.ArgumentParser, preset_default: Optiona
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    from audiocpc.config import load_config
+    from audiocpc.presets import load_config
 
-    print(load_config(args.preset_name, args.overrides).to_yaml(), end="")
+    config = load_config(args.preset_name, args.overrides)  # settings first: no torch yet
+    from audiocpc.models.checks import check_model_config
+
+    print(check_model_config(config).to_yaml(), end="")
     return 0
 
 
 def _cmd_config_list(args: argparse.Namespace) -> int:
-    from audiocpc.config import available_presets
+    from audiocpc.presets import available_presets
 
     print("\n".join(available_presets()))
     return 0
 
 
 def _train_config(args: argparse.Namespace):  # -> Config
-    from audiocpc.config import load_config
+    from audiocpc.presets import load_config
 
     overrides = list(args.overrides)
     if args.name:
@@ -183,12 +186,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from audiocpc.config import load_config
     from audiocpc.errors import ConfigError
-    from audiocpc.training.preflight import data_folder_problems
-    from audiocpc.data.scan import scan_folder
+    from audiocpc.presets import load_config
 
     config = load_config(args.preset, args.overrides)
+    from audiocpc.data.scan import scan_folder
+    from audiocpc.training.preflight import data_folder_problems
+
     problems = data_folder_problems(args.data_dir)
     if problems:
         raise ConfigError(problems)

@@ -1,20 +1,18 @@
-"""One typed configuration tree, loaded from YAML presets with dotted overrides.
+"""One typed configuration tree: the schema and the checks that need only the settings.
 
-Every setting lives here; nothing is read from module globals. A configuration is
-validated once, when it is loaded, so that a bad value fails before any work starts, with
-one message per problem that names the field (and the nearest valid key or value).
+Every setting lives here; nothing is read from module globals. This module imports nothing
+of the project but `errors` (and no torch), so a bad value is reported at once. Loading
+(YAML presets, dotted overrides, error text) is `audiocpc.presets`; checks that need the
+model's components (their arguments, the encoder's geometry) are `audiocpc.models.checks`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from audiocpc.errors import ConfigError
 
@@ -212,183 +210,7 @@ def crop_geometry_problems(config: Config) -> list[str]:
     ]
 
 
-# ---------------------------------------------------------------- loading
-
-
-def available_presets() -> list[str]:
-    folder = resources.files("audiocpc") / "presets"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(loaded).__name__}")
-    return loaded
-
-
-def preset_dict(name_or_path: str) -> dict[str, Any]:
-    """The raw settings of a built-in preset, or of a YAML file given by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"--preset: no such configuration file: {path}")
-        raw = _read_yaml(path.read_text(encoding="utf-8"), str(path))
-        raw.setdefault("preset", path.stem)
-        return raw
-    names = available_presets()
-    if name_or_path not in names:
-        close = difflib.get_close_matches(name_or_path, names, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"--preset: unknown preset '{name_or_path}'.{hint} Available: {', '.join(names)}"
-            " (or give the path of a YAML file)."
-        )
-    text = (resources.files("audiocpc") / "presets" / f"{name_or_path}.yaml").read_text("utf-8")
-    raw = _read_yaml(text, f"preset {name_or_path}")
-    raw["preset"] = name_or_path
-    return raw
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.lr=2e-4` -> (['train', 'lr'], 0.0002). Values are parsed as YAML."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
-    key, _, text = item.partition("=")
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: the key must be dotted names, e.g. train.lr")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    return key.split("."), value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for item in overrides:
-        path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section")
-            node = child
-        node[path[-1]] = value
-    return raw
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _section_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
-    """The pydantic model class that holds the key at `loc` (for suggestions)."""
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return None
-    return model
-
-
-def _describe(error: dict[str, Any]) -> str:
-    loc = tuple(part for part in error["loc"] if part not in ("function-after",))
-    dotted = ".".join(str(p) for p in loc) or "config"
-    if error["type"] == "extra_forbidden":
-        section = _section_at(loc)
-        names = _field_names(section) if section else []
-        close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.5)
-        hint = f"; did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else ""
-        valid = f" Valid keys here: {', '.join(names)}." if names else ""
-        return f"{dotted}: unknown key{hint or '.'}{valid}"
-    if error["type"] == "value_error" and not loc:
-        return str(error["ctx"]["error"])
-    given = error.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, dict) else ""
-    return f"{dotted}: {error['msg']}{shown}"
-
-
-def _component_problems(raw: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Check each model component against the registry, straight from the raw settings, so
-    its problems are reported together with those of the other sections."""
-    # Imported late: the registry imports torch.
-    from audiocpc.models.registry import resolve_component_params
-
-    model_raw = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    defaults = ModelConfig()
-    problems: list[str] = []
-    resolved: dict[str, dict[str, Any]] = {}
-    for kind in ("encoder", "context", "predictor", "similarity"):
-        spec = model_raw.get(kind, getattr(defaults, kind).model_dump())
-        if not isinstance(spec, dict) or not isinstance(spec.get("type", ""), str):
-            continue  # reported by the schema check
-        spec = dict(spec)
-        type_name = spec.pop("type", getattr(defaults, kind).type)
-        try:
-            resolved[kind] = {"type": type_name, **resolve_component_params(kind, type_name, spec)}
-        except ConfigError as exc:
-            problems.extend(f"model.{kind}.{p}" for p in exc.problems)
-    return problems, resolved
-
-
-def validate_config(raw: dict[str, Any]) -> Config:
-    """Validate a settings mapping into a Config, or raise ConfigError listing every problem."""
-    problems, components = _component_problems(raw)
-    config: Optional[Config] = None
-    try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        for error in exc.errors():
-            for line in _describe(error).split("\n"):
-                if line not in problems:
-                    problems.append(line)
-    if config is not None and not problems:
-        for kind, spec in components.items():
-            setattr(config.model, kind, ComponentConfig(**spec))
-        from audiocpc.models.negatives import negative_policy_problems
-
-        problems.extend(negative_policy_problems(config))
-        if not problems:
-            from audiocpc.models.checks import model_geometry_problems
-
-            problems.extend(model_geometry_problems(config))
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config
-
-
-def load_config(preset: str = "1dconv_gru", overrides: Optional[list[str]] = None) -> Config:
-    """Load a built-in preset (or a YAML file) and apply dotted `--set` overrides."""
-    raw = preset_dict(preset)
-    apply_overrides(raw, list(overrides or []))
-    return validate_config(raw)
-
-
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Rebuild a Config from the plain data stored in a run folder or checkpoint."""
-    return validate_config(dict(raw))
-
-
-def config_from_yaml_file(path: str | Path) -> Config:
-    raw = _read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
-    return validate_config(raw)
-
-
-def steps_weights(config: Config) -> list[float]:
+def step_weights(config: Config) -> list[float]:
     """Per-step loss weights for k = 1..K, normalised to sum to 1."""
     steps = config.data.k
     choice = config.loss.step_weights

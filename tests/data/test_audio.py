@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from audiocpc.data.audio import discover_audio_files, read_audio
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.data.corpus import CropSampler, load_corpus
 from audiocpc.errors import ConfigError, NoUsableAudioError
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiocpc.data.audio import read_audio
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.data.corpus import load_corpus
 from audiocpc.errors import AudioReadError, NoUsableAudioError
 from audiocpc.data.scan import scan_folder

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from audiocpc.data.cache import AudioCache
 from audiocpc.cli import main
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.errors import ConfigError
 from audiocpc.data.scan import scan_folder
 from audiocpc.training.trainer import train

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.training.flops import count_training_flops
-from audiocpc.models import CPCModel
+from audiocpc.models import build_cpc
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -38,7 +38,7 @@ def test_flop_count_matches_the_layer_shapes() -> None:
     """The reference preset costs about 0.16 GFLOP per window forward (the issue's figure);
     counting forward+backward over N*(T+k) windows gives about 3x that per window."""
     cfg = load_config("1dconv_gru")
-    model = CPCModel(cfg)
+    model = build_cpc(cfg)
     waves = torch.randn(cfg.data.N, cfg.data.crop_samples)
 
     def step() -> None:

@@ -77,7 +77,7 @@ def test_run_refuses_a_finished_run_trained_with_other_settings(demo_dir: Path, 
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "cpc" / "1dconv_tiny"
     run_dir.mkdir(parents=True)
-    from audiocpc.config import load_config
+    from audiocpc import load_config
 
     (run_dir / "config.yaml").write_text(load_config("1dconv_tiny", [f"output.dir={tmp_path}"]).to_yaml())
     (run_dir / "checkpoint.pt").write_bytes(b"")

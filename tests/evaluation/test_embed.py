@@ -13,10 +13,10 @@ import soundfile as sf
 import torch
 
 from audiocpc.cli import main
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.evaluation.embed import MANIFEST_COLUMNS, crop_starts, embed_crops, embed_folder, window_reuse
 from audiocpc.errors import ConfigError
-from audiocpc.models import CPCModel
+from audiocpc.models import build_cpc
 
 TINY_CROP = 12 * 500  # 1dconv_tiny: T=12 windows of 500 samples at 8 kHz
 TINY_SR = 8000
@@ -110,7 +110,7 @@ def _window_model(context: str) -> CPCModel:
     overrides = ["model.context.type=transformer", "model.context.dense_units=[32]"] \
         if context == "transformer" else []
     torch.manual_seed(0)
-    return CPCModel(load_config("1dconv_tiny", overrides)).eval()
+    return build_cpc(load_config("1dconv_tiny", overrides)).eval()
 
 
 @pytest.mark.parametrize("context", ["gru", "transformer"])

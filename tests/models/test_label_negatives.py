@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.data.corpus import CropSampler, load_corpus
 from audiocpc.errors import ConfigError
 from audiocpc.training.trainer import train

@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from audiocpc.cli import main
-from audiocpc.config import available_presets, config_from_dict, load_config, window_samples
+from audiocpc import load_config
+from audiocpc.config import window_samples
+from audiocpc.presets import available_presets, config_from_dict
 from audiocpc.errors import ConfigError
 
 

@@ -19,7 +19,7 @@ import torch
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, SAVE_DELAY_ENV, load_checkpoint
 from audiocpc.cli import main
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.errors import CheckpointError, ConfigError, RunExistsError
 from audiocpc.training.trainer import train
 

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from audiocpc.config import config_from_dict, load_config
+from audiocpc import load_config
+from audiocpc.presets import config_from_dict
 from audiocpc.training.distributed import SINGLE_PROCESS, choose_backend, effective_lr, init_from_env
 from audiocpc.errors import ConfigError
-from audiocpc.models import CPCModel
+from audiocpc.models import build_cpc
 from audiocpc.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
@@ -75,7 +76,7 @@ def _single_process_model(run_dir: Path) -> CPCModel:
         from audiocpc.api import load
     except ImportError:  # the public loader is not in this tree: load it by hand
         payload = load_checkpoint(run_dir)
-        model = CPCModel(config_from_dict(payload["config"]))
+        model = build_cpc(config_from_dict(payload["config"]))
         model.load_state_dict(payload["model"])
         return model
     loaded = load(run_dir)
@@ -116,7 +117,7 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tone_di
     assert not any(key.startswith("module.") for key in payload["model"])
     _assert_same_parameters(payload["model"], rank0)
     torch.manual_seed(0)  # the runs' seed (train.seed)
-    initial = CPCModel(config_from_dict(payload["config"])).state_dict()
+    initial = build_cpc(config_from_dict(payload["config"])).state_dict()
     assert not any(torch.equal(initial[k], rank0[k]) for k in rank0)  # every tensor trained
 
     # Only rank 0 wrote: two checkpoints (steps 3 and 6) into the one file.

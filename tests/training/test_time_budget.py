@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from audiocpc.training.checkpoint import load_checkpoint
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.training.trainer import train
 
 

@@ -13,7 +13,7 @@ import torch
 
 from audiocpc.training.checkpoint import load_checkpoint
 from audiocpc.cli import main
-from audiocpc.config import load_config
+from audiocpc import load_config
 from audiocpc.errors import NonFiniteLossError, RunExistsError
 from audiocpc.training.trainer import train
 

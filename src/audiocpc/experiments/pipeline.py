@@ -120,9 +120,11 @@ class Experiment:
     # ------------------------------------------------------------------ stages
 
     def configs(self) -> list[Any]:
-        from audiocpc.config import load_config
+        from audiocpc.models.checks import check_model_config
+        from audiocpc.presets import load_config
 
-        configs = [load_config(m, [*self.options.overrides, f"output.dir={self.out}"])
+        configs = [check_model_config(load_config(m, [*self.options.overrides,
+                                                      f"output.dir={self.out}"]))
                    for m in self.options.models]
         names = [c.run_name for c in configs]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -133,7 +135,7 @@ class Experiment:
 
     def train_stage(self, config: Any, outcome: ModelOutcome) -> bool:
         from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-        from audiocpc.config import config_from_yaml_file
+        from audiocpc.presets import config_from_yaml_file
         from audiocpc.training.trainer import train
 
         run_dir = outcome.run_dir

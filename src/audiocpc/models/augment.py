@@ -8,33 +8,34 @@ saves, so a resumed run augments exactly as a run that never stopped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Optional
 
 import torch
 
-if TYPE_CHECKING:
-    from audiocpc.config import AugmentConfig
-
 
 class WaveAugment:
-    """waves [B, S] -> augmented waves [B, S], each sequence with its own random draws."""
+    """waves [B, S] -> augmented waves [B, S], each sequence with its own random draws.
 
-    def __init__(self, settings: "AugmentConfig", sample_rate: int):
-        self.settings = settings
-        self.mask_samples = int(round(settings.time_mask_seconds * sample_rate))
+    `apply_to` is none / past / future / both; `gain_db` draws a gain in +-dB, `noise_snr_db`
+    adds white noise at that SNR, `time_masks` zeroes that many spans of up to `mask_samples`.
+    """
+
+    def __init__(self, apply_to: str = "none", gain_db: float = 0.0,
+                 noise_snr_db: Optional[float] = None, time_masks: int = 0, mask_samples: int = 0):
+        self.apply_to = apply_to
+        self.gain_db = gain_db
+        self.noise_snr_db = noise_snr_db
+        self.time_masks = time_masks
+        self.mask_samples = mask_samples
 
     @property
     def active(self) -> bool:
-        s = self.settings
-        return s.apply_to != "none" and (
-            s.gain_db > 0 or s.noise_snr_db is not None or (s.time_masks > 0 and self.mask_samples > 0))
-
-    @property
-    def apply_to(self) -> str:
-        return self.settings.apply_to
+        return self.apply_to != "none" and (
+            self.gain_db > 0 or self.noise_snr_db is not None
+            or (self.time_masks > 0 and self.mask_samples > 0))
 
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
-        s = self.settings
+        s = self
         batch, samples = waves.shape
         device = waves.device
         out = waves

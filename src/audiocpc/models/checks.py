@@ -1,44 +1,94 @@
-"""Checks at configuration load that the model fits the crop: the encoder is built once
-(on the CPU, without touching the global RNG) so that impossible geometries, such as a
-window too short for its log-mel patch or a frame-mode crop with no room for K
-predictions, fail before any data is read, with messages that name the fields."""
+"""Configuration checks that need the model's components, run before any data is read.
+
+`check_model_config(config)` checks each component's arguments against its constructor
+(filling in the defaults, so the saved configuration is complete), the negative policy,
+and the geometry: the encoder is built once (on the CPU, without touching the global RNG)
+so that a window too short for its log-mel patch, or a frame-mode crop with no room for K
+predictions, fails with messages that name the fields.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import difflib
+from typing import Any, Optional
 
 import torch
 
+from audiocpc.config import ComponentConfig, Config, window_samples
 from audiocpc.errors import ConfigError
-from audiocpc.models.registry import build
-
-if TYPE_CHECKING:
-    from audiocpc.config import Config
-
-
-def build_encoder(config: "Config") -> Any:
-    """The configured encoder with its wiring (z_dim, sample_rate, window_samples)."""
-    from audiocpc.config import window_samples
-
-    spec = config.model.encoder
-    window = window_samples(config) if config.model.mode == "window" else None
-    return build("encoder", spec.type, spec.params, z_dim=config.model.z_dim,
-                 sample_rate=config.data.desired_sr, window_samples=window)
+from audiocpc.models.factory import build_augment, build_encoder
+from audiocpc.models.negatives import needs_labels, policies
+from audiocpc.models.registry import KINDS, resolve_component_params
 
 
-def augment_problems(config: "Config") -> list[str]:
-    from audiocpc.models.augment import WaveAugment
+def check_model_config(config: Config) -> Config:
+    """`config` with every component's arguments resolved, or ConfigError listing every
+    problem (one line each, naming the field)."""
+    problems: list[str] = []
+    resolved = config.model_copy(deep=True)
+    for kind in KINDS:
+        spec: ComponentConfig = getattr(config.model, kind)
+        params = _resolve(kind, spec.type, spec.params, problems)
+        if params is not None:
+            setattr(resolved.model, kind, ComponentConfig(type=spec.type, **params))
+    if not problems:
+        problems.extend(negative_policy_problems(resolved))
+    if not problems:
+        problems.extend(model_geometry_problems(resolved))
+    if problems:
+        raise ConfigError(problems)
+    return resolved
 
+
+def component_problems(raw: dict[str, Any]) -> list[str]:
+    """The components' problems straight from raw settings that failed the schema check, so
+    that one error can list every problem at once."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    problems: list[str] = []
+    for kind in KINDS:
+        spec = model.get(kind)
+        if isinstance(spec, dict) and isinstance(spec.get("type"), str):
+            params = {k: v for k, v in spec.items() if k != "type"}
+            _resolve(kind, spec["type"], params, problems)
+    return problems
+
+
+def _resolve(kind: str, type_name: str, params: dict[str, Any],
+             problems: list[str]) -> Optional[dict[str, Any]]:
+    try:
+        return resolve_component_params(kind, type_name, params)
+    except ConfigError as exc:
+        problems.extend(f"model.{kind}.{p}" for p in exc.problems)
+        return None
+
+
+def negative_policy_problems(config: Config) -> list[str]:
+    negatives = config.loss.negatives
+    if negatives.policy not in policies():
+        close = difflib.get_close_matches(negatives.policy, policies(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return [f"loss.negatives.policy: unknown policy '{negatives.policy}'.{hint} "
+                f"Choose one of: {', '.join(policies())}"]
+    if negatives.count is None and negatives.policy != "other_sequences":
+        return [f"loss.negatives.count: policy '{negatives.policy}' samples negatives; "
+                "set a count, e.g. --set loss.negatives.count=16"]
+    if needs_labels(negatives.policy) and config.data.labels == "none":
+        return [f"loss.negatives.policy: '{negatives.policy}' needs a label per sequence: set "
+                "data.labels to auto, folder, regex (with data.label_pattern) or csv (with "
+                "data.labels_csv), e.g. --set data.labels=regex "
+                "--set 'data.label_pattern=_(?P<label>[a-z]+)_'"]
+    return []
+
+
+def augment_problems(config: Config) -> list[str]:
     settings = config.augment
-    if settings.apply_to != "none" and not WaveAugment(settings, config.data.desired_sr).active:
+    if settings.apply_to != "none" and not build_augment(config).active:
         return [f"augment.apply_to: is '{settings.apply_to}' but no transform is on; set "
                 "augment.gain_db, augment.noise_snr_db or augment.time_masks"]
     return []
 
 
-def model_geometry_problems(config: "Config") -> list[str]:
-    from audiocpc.config import window_samples
-
+def model_geometry_problems(config: Config) -> list[str]:
     problems = augment_problems(config)
     try:
         with torch.random.fork_rng(devices=[]):

@@ -7,17 +7,19 @@ Read top to bottom: `encode` turns waveforms into z, `contextualize` turns z int
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from audiocpc.models.augment import WaveAugment
-from audiocpc.config import Config, steps_weights, window_samples
 from audiocpc.models.loss import candidate_logits, info_nce
-from audiocpc.models.checks import build_encoder
-from audiocpc.models.negatives import sample_negatives, target_indices
-from audiocpc.models.registry import build
+from audiocpc.models.negatives import NegativeSampling, target_indices
+
+# (z [B, L, D], labels [B] or None) -> (bank [B', L, D], bank labels, index of this batch's
+# first sequence in the bank); e.g. the z of every process's batch in a distributed run.
+NegativeBank = Callable[[torch.Tensor, Optional[torch.Tensor]],
+                        tuple[torch.Tensor, Optional[torch.Tensor], int]]
 
 
 @dataclass
@@ -31,28 +33,38 @@ class CPCOutput:
 
 
 class CPCModel(nn.Module):
-    def __init__(self, config: Config):
+    """CPC from its parts. `window` is the samples per window in window mode (one z per
+    window, predictions from the last context step, as the reference) or None in frame mode
+    (the encoder's frames are the steps, predictions from every step, as the CPC paper).
+
+    Build one from a configuration with `audiocpc.models.build_cpc(config)`, or by hand:
+    `CPCModel(Conv1dEncoder(z_dim=64), GRUContext(64, 128), LinearPredictor(128, 64, 5),
+    DotSimilarity(64), steps=5, sample_rate=16000, negatives=NegativeSampling("batch", 16))`.
+    """
+
+    def __init__(self, encoder: nn.Module, context: nn.Module, predictor: nn.Module,
+                 similarity: nn.Module, *, steps: int, sample_rate: int,
+                 window: Optional[int] = None,
+                 negatives: NegativeSampling = NegativeSampling(),
+                 step_weights: Optional[Sequence[float]] = None,
+                 augment: Optional[WaveAugment] = None,
+                 negative_bank: Optional[NegativeBank] = None):
         super().__init__()
-        data, spec = config.data, config.model
-        self.mode = spec.mode
-        self.steps = data.k
-        self.sample_rate = data.desired_sr
-        self.window = window_samples(config) if spec.mode == "window" else None
-        self.encoder = build_encoder(config)
-        self.context = build("context", spec.context.type, spec.context.params,
-                             in_dim=spec.z_dim, out_dim=spec.c_dim, max_len=data.T + data.k)
-        self.predictor = build("predictor", spec.predictor.type, spec.predictor.params,
-                               c_dim=spec.c_dim, z_dim=spec.z_dim, steps=data.k)
-        self.similarity = build("similarity", spec.similarity.type, spec.similarity.params,
-                                dim=spec.z_dim)
-        self.negative_policy = config.loss.negatives.policy
-        self.negative_count = config.loss.negatives.count
-        self.allow_positive = config.loss.negatives.allow_positive
-        self.augment = WaveAugment(config.augment, data.desired_sr)
-        self.register_buffer("step_weights", torch.tensor(steps_weights(config)), persistent=False)
-        # Optional hook (z, labels) -> (bank, bank labels, index of this batch's first row in
-        # the bank), set by the trainer for loss.negatives.across_ranks; None: the bank is z.
-        self.negative_bank: Optional[Callable[..., tuple]] = None
+        self.mode = "window" if window is not None else "frame"
+        self.steps = steps
+        self.sample_rate = sample_rate
+        self.window = window
+        self.encoder = encoder
+        self.context = context
+        self.predictor = predictor
+        self.similarity = similarity
+        self.negatives = negatives
+        self.augment = augment if augment is not None else WaveAugment()
+        weights = torch.ones(steps) if step_weights is None else torch.tensor(list(step_weights))
+        if weights.shape != (steps,):
+            raise ValueError(f"step_weights: {weights.numel()} weights for {steps} steps")
+        self.register_buffer("step_weights", weights / weights.sum(), persistent=False)
+        self.negative_bank = negative_bank  # None: negatives come from this batch's z
 
     def encode(self, waves: torch.Tensor) -> torch.Tensor:
         """waves [B, S] -> z [B, L, z_dim]. Window mode: one z per window (frames averaged)."""
@@ -112,8 +124,7 @@ class CPCModel(nn.Module):
         if self.negative_bank is not None:
             bank, bank_labels, first = self.negative_bank(z, labels)
         targets = target_indices(batch, length, positions, self.steps) + first * length
-        negatives = sample_negatives(self.negative_policy, targets, bank.shape[0], length,
-                                     self.negative_count, bank_labels, self.allow_positive)
+        negatives = self.negatives(targets, bank.shape[0], length, bank_labels)
         logits = candidate_logits(predictions, bank, targets, negatives, self.similarity)
         result = info_nce(logits, self.step_weights)
         return CPCOutput(result.loss, result.step_loss, result.step_accuracy, result.logits, z, c)

@@ -20,14 +20,12 @@ sequences, never the positive itself unless `allow_positive` is set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
 from audiocpc.errors import ConfigError
-
-if TYPE_CHECKING:
-    from audiocpc.config import Config
 
 # policy name -> rule giving, for labels [B] (or None) and the batch size, the [B, B] mask
 # of sequences allowed to give negatives to each sequence's positives.
@@ -153,21 +151,22 @@ def sample_negatives(policy: str, targets: torch.Tensor, batch: int, length: int
     return sample_from_pool(targets, allowed, length, count, allow_positive)
 
 
-def negative_policy_problems(config: "Config") -> list[str]:
-    negatives = config.loss.negatives
-    if negatives.policy not in _POLICIES:
-        import difflib
+@dataclass(frozen=True)
+class NegativeSampling:
+    """How a CPCModel draws its negatives: a policy from the table above, `count` per
+    prediction (None: the reference's N-1 other sequences at the target's step), and
+    whether the positive itself may be drawn."""
 
-        close = difflib.get_close_matches(negatives.policy, policies(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        return [f"loss.negatives.policy: unknown policy '{negatives.policy}'.{hint} "
-                f"Choose one of: {', '.join(policies())}"]
-    if negatives.count is None and negatives.policy != "other_sequences":
-        return [f"loss.negatives.count: policy '{negatives.policy}' samples negatives; "
-                "set a count, e.g. --set loss.negatives.count=16"]
-    if needs_labels(negatives.policy) and config.data.labels == "none":
-        return [f"loss.negatives.policy: '{negatives.policy}' needs a label per sequence: set "
-                "data.labels to auto, folder, regex (with data.label_pattern) or csv (with "
-                "data.labels_csv), e.g. --set data.labels=regex "
-                "--set 'data.label_pattern=_(?P<label>[a-z]+)_'"]
-    return []
+    policy: str = "other_sequences"
+    count: Optional[int] = None
+    allow_positive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.policy not in _POLICIES:
+            raise ValueError(f"unknown negative policy '{self.policy}'; choose one of "
+                             f"{', '.join(policies())}")
+
+    def __call__(self, targets: torch.Tensor, batch: int, length: int,
+                 labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return sample_negatives(self.policy, targets, batch, length, self.count, labels,
+                                self.allow_positive)

@@ -4,6 +4,9 @@ A component is an `nn.Module` class (or factory) registered under a kind and a n
 The configuration names it by that name or by an import path `package.module:Class`;
 its other keys are keyword arguments, checked against the signature at load time.
 
+This module is a leaf: it imports no component. `audiocpc.models` (the package) imports the
+built-in component modules, whose decorators fill the table, before anyone can get here.
+
 Arguments the model wires itself (dimensions, sample rate, number of steps) are passed by
 the builder and may not be set in the configuration; each kind's are listed in `WIRING`.
 """
@@ -45,18 +48,11 @@ def register(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 
 def registered(kind: str) -> list[str]:
-    _ensure_builtins()
     return sorted(_REGISTRY[kind])
-
-
-def _ensure_builtins() -> None:
-    # Importing the component modules registers the built-in components.
-    from audiocpc.models import context, encoders, logmel, predictors, similarity  # noqa: F401
 
 
 def resolve(kind: str, type_name: str) -> Callable[..., Any]:
     """The factory for a registered name or an import path `module:attr`."""
-    _ensure_builtins()
     if ":" in type_name:
         module_name, _, attr = type_name.partition(":")
         try:

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from audiocpc.config import Config, config_from_dict
+from audiocpc.config import Config
 from audiocpc.errors import CheckpointError, ConfigError
-from audiocpc.models import CPCModel
+from audiocpc.models import CPCModel, build_cpc
+from audiocpc.models.checks import check_model_config
+from audiocpc.presets import config_from_dict
 
 
 @dataclass
@@ -49,11 +51,11 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
             f"no trained model in {run_dir}: {CHECKPOINT_NAME} not found (give a run folder "
             "such as results/cpc/<name>, written by `audiocpc train`)")
     payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    config = config_from_dict(payload["config"])
+    config = check_model_config(config_from_dict(payload["config"]))
     # Seeded like the trainer, so the random baseline is the initialisation training began with.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        model = CPCModel(config)
+        model = build_cpc(config)
     if not random_init:
         try:
             model.load_state_dict(payload["model"])

@@ -33,7 +33,8 @@ from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, D
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
 from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, RunExistsError
-from audiocpc.models import CPCModel
+from audiocpc.models import build_cpc
+from audiocpc.models.checks import check_model_config
 from audiocpc.training.preflight import check_training_setup
 
 log = logging.getLogger("audiocpc")
@@ -159,6 +160,7 @@ class Trainer:
     def __init__(self, config: Config, data_dir: str | Path, *, resume: bool = False,
                  force: bool = False, progress: bool = True,
                  dist: DistributedContext = SINGLE_PROCESS):
+        config = check_model_config(config)  # components resolved, so config.yaml is complete
         self.config = config
         self.data_dir = Path(data_dir)
         self.run_dir = run_directory(config)
@@ -171,7 +173,7 @@ class Trainer:
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
-        self.model = CPCModel(config).to(self.device)  # always the plain model (no DDP wrapper)
+        self.model = build_cpc(config, self._negative_bank()).to(self.device)  # never DDP-wrapped
         check_training_setup(config, self.data_dir, self.model, dist.world_size)
         if dist.rank:  # other dropout masks and sampled negatives than rank 0's
             torch.manual_seed(config.train.seed * 1_000_003 + dist.rank)
@@ -223,14 +225,18 @@ class Trainer:
         """The module the loop calls: DDP around the model under torchrun, else the model."""
         if not self.dist.enabled:
             return self.model
-        if self.config.loss.negatives.across_ranks:
-            # Its own process group: its backward collectives never interleave with DDP's.
-            group = torch.distributed.new_group(backend=self.dist.backend)
-            self.model.negative_bank = functools.partial(self.dist.gather_negative_bank, group=group)
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _negative_bank(self) -> Any:
+        """Negatives from every process's batch (loss.negatives.across_ranks), else None."""
+        if not (self.dist.enabled and self.config.loss.negatives.across_ranks):
+            return None
+        # Its own process group: its backward collectives never interleave with DDP's.
+        group = torch.distributed.new_group(backend=self.dist.backend)
+        return functools.partial(self.dist.gather_negative_bank, group=group)
 
     def _device(self) -> torch.device:
         name = self.config.train.device
