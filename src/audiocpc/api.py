@@ -23,6 +23,7 @@ import soxr
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from audiocpc.data.audio import standardize
 from audiocpc.data.cache import AudioCache
 from audiocpc.config import Config
 from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
@@ -134,7 +135,8 @@ class CPCEmbedder:
               channels_first: bool = False) -> Features:
         """Frame-level features of one waveform or a batch, always with a batch axis."""
         items, _ = _as_list(waveform)
-        waves = [to_mono(w, sample_rate, self.sample_rate, channels_first) for w in items]
+        waves = [self._prepare(to_mono(w, sample_rate, self.sample_rate, channels_first))
+                 for w in items]
         lengths = torch.tensor([w.size for w in waves])
         padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
         for row, wave in enumerate(waves):
@@ -149,7 +151,8 @@ class CPCEmbedder:
         """Pooled embeddings, one row per waveform: the mean of `crops` crop embeddings
         (random, seeded; or "all" consecutive crops). float32 [n, dim]."""
         rate = self.sample_rate if sample_rate is None else sample_rate
-        waves = [to_mono(w, rate, self.sample_rate, channels_first) for w in waveforms]
+        waves = [self._prepare(to_mono(w, rate, self.sample_rate, channels_first))
+                 for w in waveforms]
         return self._pooled(waves, [str(i) for i in range(len(waves))], crops, kind, seed, batch_size)
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, crops: Crops = 5,
@@ -157,9 +160,13 @@ class CPCEmbedder:
         """Pooled embeddings, one row per audio file (read through the decoded-audio cache);
         crops are seeded by file name, as in `audiocpc embed`. float32 [n, dim]."""
         cache = AudioCache(self.config.data.cache_dir)
-        waves = [cache.load(p, self.sample_rate) for p in paths]
+        waves = [self._prepare(cache.load(p, self.sample_rate)) for p in paths]
         return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
                             names=[str(p) for p in paths])
+
+    def _prepare(self, wave: np.ndarray) -> np.ndarray:
+        """A recording as the model was trained on it (data.standardize: scaled as a whole)."""
+        return standardize(wave) if self.config.data.standardize else wave
 
     def _pooled(self, waves: list[np.ndarray], keys: list[str], crops: Crops, kind: str, seed: int,
                 batch_size: int, names: Optional[list[str]] = None) -> np.ndarray:

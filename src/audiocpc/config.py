@@ -50,6 +50,11 @@ class DataConfig(Section):
         None, description="decoded-audio cache; default ~/.cache/audiocpc/audio"
     )
     num_workers: int = Field(0, ge=0, description="background batch-loading processes")
+    standardize: bool = Field(
+        True, description="scale each recording (a file, or a waveform given in Python) to "
+        "zero mean and unit variance before it is cropped, as wav2vec 2.0 and HuBERT do per "
+        "utterance, so that learning and embeddings do not depend on the recording level; "
+        "false: the raw waveform (the reference)")
     on_bad_file: Literal["skip", "error"] = "skip"
     labels: Literal["none", "auto", "folder", "regex", "csv"] = Field(
         "none", description="labels for the label-aware negative policies (e.g. speaker); "
@@ -122,6 +127,25 @@ class TrainConfig(Section):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0, description="max gradient norm; null = off")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "cosine", description="after warm-up: constant, or a cosine / linear decay over all "
+        "epochs x steps_per_epoch steps down to min_lr_ratio x lr")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up "
+                              "(at most a tenth of epochs x steps_per_epoch)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the decayed rate at the last step, "
+                                "as a fraction of train.lr")
+    accumulate: int = Field(1, ge=1, description="batches of data.N accumulated per optimizer "
+                            "step (a batch of N x accumulate that fits the memory of N)")
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the files kept out of training for the "
+        "validation loss (at least one file, with 10 files or more; 0 = no validation)")
+    validation_crops: int = Field(64, ge=0, description="fixed, seeded crops of the held-out "
+                                  "files scored at the end of every epoch")
+    dead_run_steps: int = Field(
+        300, ge=0, description="from this step on, an epoch whose loss is within 1 % of chance "
+        "(ln(1 + negatives)) or whose z has collapsed is reported (0 = never)")
+    on_dead_run: Literal["warn", "stop"] = Field(
+        "warn", description="what a run that does not learn does: warn (and go on) or stop")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
     threads: Optional[int] = Field(
         None, gt=0, description="CPU threads for torch; null = torch's default (all cores). "

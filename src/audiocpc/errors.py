@@ -44,3 +44,7 @@ class RunExistsError(AudiocpcError):
 
 class NonFiniteLossError(AudiocpcError):
     """Training produced a NaN or infinite loss and `train.on_nan` is `stop`."""
+
+
+class DeadRunError(AudiocpcError):
+    """Training is not learning (loss at chance or collapsed z) and `train.on_dead_run` is `stop`."""

@@ -274,7 +274,7 @@ def test_decoded_copy_removed_during_training_is_decoded_again(tmp_path: Path) -
     (folder / GOOD[1]).unlink()  # and the source is gone too: a clear error, not a traceback
     with pytest.raises(NoUsableAudioError, match=r"good_b.wav: its decoded copy .* vanished.*"
                                                  r"file not found"):
-        gone.wave(0)
+        gone.wave(1)  # files are opened when first used
 
 
 def test_a_changed_file_is_scanned_again(tmp_path: Path) -> None:

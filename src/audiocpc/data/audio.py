@@ -177,3 +177,52 @@ def relative_name(path: str | Path, root: str | Path) -> str:
         return Path(path).relative_to(root).as_posix()
     except ValueError:
         return Path(path).name
+
+
+# Variance floor of the standardisation (~-100 dBFS): digital silence stays silence instead
+# of being amplified into noise, while speech recorded 60 dB below full scale is rescaled.
+VARIANCE_FLOOR = 1e-10
+_STATS_BLOCK = 1 << 22  # samples per block when measuring a long recording
+
+
+class Standardized:
+    """A recording scaled to zero mean and unit variance, computed on the slices taken from
+    it (a memory-mapped file is never copied whole). Slicing it like an array gives float32."""
+
+    def __init__(self, wave: np.ndarray):
+        self.base = wave
+        total = total_sq = 0.0
+        for first in range(0, wave.shape[0], _STATS_BLOCK):  # float64 sums, bounded memory
+            block = np.asarray(wave[first : first + _STATS_BLOCK], dtype=np.float64)
+            total += float(block.sum())
+            total_sq += float(np.square(block).sum())
+        n = max(int(wave.shape[0]), 1)
+        self.mean = total / n
+        self.scale = 1.0 / float(np.sqrt(max(total_sq / n - self.mean**2, 0.0) + VARIANCE_FLOOR))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.base.size)
+
+    ndim = 1
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0])
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        piece = np.asarray(self.base[index], dtype=np.float32)  # type: ignore[index]
+        return ((piece - np.float32(self.mean)) * np.float32(self.scale)).astype(np.float32)
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def standardize(wave: np.ndarray) -> np.ndarray:
+    """A whole recording (float32 [samples]) scaled to zero mean and unit variance."""
+    return Standardized(wave)[:]

@@ -18,14 +18,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from audiocpc.data.audio import audio_info, discover_audio_files, read_failure_reason, relative_name
+from audiocpc.data.audio import (Standardized, audio_info, discover_audio_files,
+                                 read_failure_reason, relative_name)
 from audiocpc.data.cache import AudioCache
 from audiocpc.config import DataConfig
 from audiocpc.errors import AudioReadError, NoUsableAudioError
@@ -48,15 +49,29 @@ class AudioCorpus:
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
     label_ids: Optional[np.ndarray] = None  # class index per file, when data.labels is set
     classes: list[str] = field(default_factory=list)
-    _arrays: Optional[list[np.ndarray]] = field(default=None, repr=False)
+    standardize: bool = False  # each file scaled to zero mean, unit variance (data.standardize)
+    _arrays: Optional[list[Any]] = field(default=None, repr=False)
+    _recordings: dict[int, Standardized] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def wave(self, index: int) -> np.ndarray:
+        """The decoded audio of file `index` (a memory map)."""
         if self._arrays is None:
-            self._arrays = [self._open(i) for i in range(len(self.entries))]
+            self._arrays = [None] * len(self.entries)
+        if self._arrays[index] is None:
+            self._arrays[index] = self._open(index)
         return self._arrays[index]
+
+    def recording(self, index: int) -> Any:
+        """File `index` as the model sees it, to slice crops from: the decoded audio, or with
+        data.standardize a `Standardized` view of it (scaled as a whole)."""
+        if not self.standardize:
+            return self.wave(index)
+        if index not in self._recordings:
+            self._recordings[index] = Standardized(self.wave(index))
+        return self._recordings[index]
 
     def _open(self, index: int) -> np.ndarray:
         try:
@@ -78,11 +93,21 @@ class AudioCorpus:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_arrays"] = None  # reopened in each worker process instead of copied
+        state["_recordings"] = {}
         return state
 
     @property
     def total_seconds(self) -> float:
         return float(self.lengths.sum()) / self.sample_rate
+
+    def subset(self, indices: Sequence[int]) -> "AudioCorpus":
+        """The files at `indices` (in that order), e.g. the training or validation files."""
+        keep = [int(i) for i in indices]
+        return AudioCorpus(
+            self.root, self.sample_rate, [self.paths[i] for i in keep],
+            [self.entries[i] for i in keep], self.lengths[keep].copy(),
+            label_ids=None if self.label_ids is None else self.label_ids[keep].copy(),
+            classes=list(self.classes), standardize=self.standardize)
 
 
 def _names(paths: list[Path], root: Path) -> str:
@@ -157,7 +182,8 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
             f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
             f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
             f"{longest / sr:.3f} s{named}. Lower data.full_duration or add longer files.")
-    corpus = AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
+    corpus = AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad,
+                         standardize=data.standardize)
     if data.labels != "none":
         corpus.classes, corpus.label_ids = _file_labels(kept, root, data)
     return corpus
@@ -200,7 +226,7 @@ class CropSampler:
         for row, index in enumerate(files):
             start = int(rng.integers(0, int(self.corpus.lengths[index]) - self.crop_samples + 1))
             if first <= row < first + self.batch_size:
-                crops[row - first] = self.corpus.wave(int(index))[start : start + self.crop_samples]
+                crops[row - first] = self.corpus.recording(int(index))[start : start + self.crop_samples]
         ids = self.corpus.label_ids
         labels = None if ids is None else ids[files[first : first + self.batch_size]]
         return crops, labels

@@ -153,7 +153,7 @@ def _shared(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.nd
     for f in files:
         window_starts = starts[f][:, None] + window * np.arange(steps)  # [crops, T] samples
         distinct, inverse = np.unique(window_starts, return_inverse=True)
-        frames.append(np.asarray(waves[f])[distinct[:, None] + np.arange(window)])
+        frames.append(np.asarray(waves[f][distinct[:, None] + np.arange(window)]))
         gathers.append(inverse.reshape(window_starts.shape) + offset)
         offset += distinct.size
     # Padded to a multiple of WINDOW_QUANTUM windows: a handful of batch shapes instead of
@@ -324,7 +324,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     file_labels = assign_labels(names, rule)
     grid = model.window or 1
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
-    waves = [corpus.wave(i) for i in range(len(corpus))]
+    waves = [corpus.recording(i) for i in range(len(corpus))]
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}")
     counts = [len(s) for s in starts]

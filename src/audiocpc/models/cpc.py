@@ -104,10 +104,13 @@ class CPCModel(nn.Module):
             return z_augmented, z_clean
         return z_clean, z_augmented
 
-    def forward(self, waves: torch.Tensor, labels: Optional[torch.Tensor] = None) -> CPCOutput:
+    def forward(self, waves: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
+                local_negatives: bool = False) -> CPCOutput:
         """waves [B, S] (labels [B] for label-aware negative policies) -> loss, per-step
         accuracy and logits [B, P, K, 1 + M] with the positive at index 0; P = 1 in window
-        mode (predictions from c_T), L - K in frame mode (from every step)."""
+        mode (predictions from c_T), L - K in frame mode (from every step).
+        `local_negatives` draws negatives from this batch even when a negative bank is set
+        (validation on one process)."""
         z_past, z = self._encode_views(waves)
         batch, length, _ = z.shape
         context_length = length - self.steps
@@ -121,7 +124,7 @@ class CPCModel(nn.Module):
         else:  # the CPC paper: predict from every step that has K future steps
             positions = torch.arange(context_length, device=z.device)
         bank, bank_labels, first = z, labels, 0
-        if self.negative_bank is not None:
+        if self.negative_bank is not None and not local_negatives:
             bank, bank_labels, first = self.negative_bank(z, labels)
         targets = target_indices(batch, length, positions, self.steps) + first * length
         negatives = self.negatives(targets, bank.shape[0], length, bank_labels)

@@ -66,11 +66,18 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
 
 
 class LogMelSpectrogram(nn.Module):
-    """waves [B, S] -> standardised log-mel [B, n_mels, frames] (no centre padding)."""
+    """waves [B, S] -> log-mel [B, n_mels, frames] (no centre padding), standardised per mel
+    bin over the input (`norm="per_bin"`, cepstral mean and variance normalisation) or
+    kept as log power (`norm="none"`: the spectral envelope, i.e. timbre, is kept, and the
+    features of a crop do not depend on the rest of the input)."""
 
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int = 64,
-                 f_min: float = 0.0, f_max: Optional[float] = None, smoothing: int = 1):
+                 f_min: float = 0.0, f_max: Optional[float] = None, smoothing: int = 1,
+                 norm: str = "per_bin"):
         super().__init__()
+        if norm not in ("per_bin", "none"):
+            raise ValueError(f"frontend_norm: 'per_bin' or 'none', got {norm!r}")
+        self.norm = norm
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd number of frames >= 1 (got {smoothing})")
         self.n_fft, self.hop_length, self.smoothing = n_fft, hop_length, smoothing
@@ -91,6 +98,8 @@ class LogMelSpectrogram(nn.Module):
                 pad = self.smoothing // 2
                 padded = F.pad(logmel, (pad, pad), mode="replicate")
                 logmel = F.avg_pool1d(padded, self.smoothing, stride=1)
+            if self.norm == "none":
+                return logmel
             mean = logmel.mean(dim=-1, keepdim=True)
             var = logmel.var(dim=-1, keepdim=True, unbiased=False)
             return (logmel - mean) * torch.rsqrt(var + STANDARDISE_EPS)
@@ -137,6 +146,7 @@ class LogMelConv2dEncoder(nn.Module):
         norm: Literal["none", "batch", "layer", "channel"] = "none",
         dropout: float = 0.0,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
+        frontend_norm: Literal["per_bin", "none"] = "per_bin",
     ):
         super().__init__()
         if window_samples is not None:  # window mode: one patch per window
@@ -160,7 +170,7 @@ class LogMelConv2dEncoder(nn.Module):
         self.frames_per_window = frames_per_window
         self.hop_length = hop_length
         self.frontend = LogMelSpectrogram(sample_rate, n_fft, hop_length, n_mels, f_min, f_max,
-                                          smoothing)
+                                          smoothing, frontend_norm)
         layers: list[nn.Module] = []
         in_ch = 1
         for out_ch in channels:

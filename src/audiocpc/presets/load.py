@@ -147,13 +147,32 @@ def load_config(preset: str = "1dconv_gru", overrides: Optional[list[str]] = Non
     return validate_config(raw)
 
 
+# Settings added after runs were already saved, with the value that reproduces how those
+# runs were trained: a stored configuration without the key gets this value, not the new
+# default, so an old checkpoint loads (and resumes) as the model it was.
+STORED_BEFORE = {
+    ("data", "standardize"): False,
+    ("train", "lr_schedule"): "constant",
+    ("train", "warmup_steps"): 0,
+    ("train", "validation_fraction"): 0.0,
+}
+
+
+def upgrade_stored(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (section, key), value in STORED_BEFORE.items():
+        if isinstance(raw.get(section), dict):
+            raw[section].setdefault(key, value)
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config from the plain data stored in a run folder or checkpoint."""
-    return validate_config(dict(raw))
+    return validate_config(upgrade_stored(raw))
 
 
 def config_from_yaml_file(path: str | Path) -> Config:
-    raw = _read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
-    return validate_config(raw)
+    """A configuration stored in a run folder (its config.yaml)."""
+    return config_from_dict(_read_yaml(Path(path).read_text(encoding="utf-8"), str(path)))
 
 

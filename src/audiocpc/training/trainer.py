@@ -32,10 +32,14 @@ from audiocpc.data.corpus import CropSampler, load_corpus
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
-from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, RunExistsError
+from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
+                             RunExistsError)
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
+from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training.schedule import learning_rate
+from audiocpc.training.validation import ValidationSet, split_corpus
 
 log = logging.getLogger("audiocpc")
 
@@ -119,6 +123,7 @@ class TrainResult:
     step_losses: list[float]
     interrupted: bool = False
     time_limited: bool = False  # stopped by train.max_minutes (checkpoint saved, resumable)
+    health: Optional[str] = None  # why the run looks dead (train.dead_run_steps), or None
 
     @property
     def final_loss(self) -> float:
@@ -187,6 +192,10 @@ class Trainer:
         self.meter = EpochMeter()
         self.last_finite_loss = float("nan")
         self.last_saved_step: Optional[int] = None
+        self.validation: Optional[ValidationSet] = None
+        self.candidates = 0  # 1 + negatives per prediction, seen in the last step
+        self.z_spread = float("nan")  # std of z across the batch in the last step
+        self.health: Optional[str] = None
         if self._resume_payload is not None:
             self._restore(self._resume_payload)
             self.last_saved_step = self.step
@@ -349,10 +358,27 @@ class Trainer:
         if labels is not None:
             labels = labels.to(self.device, non_blocking=True)
         self.network.train()
-        with autocast_context(self.device, cfg.mixed_precision):
-            out = self.network(crops, labels)
-        loss = out.loss  # computed in float32 by info_nce
-        loss_value = float(self.dist.mean(loss.detach()).item())
+        self.optimizer.zero_grad(set_to_none=True)
+        # train.accumulate batches of data.N: gradients add up, one optimizer step
+        parts = cfg.accumulate
+        losses, accuracies = [], []
+        for part in range(parts):
+            rows = slice(part * self.config.data.N, (part + 1) * self.config.data.N)
+            sync = (self.network.no_sync() if self.dist.enabled and part < parts - 1
+                    else contextlib.nullcontext())
+            with sync:
+                with autocast_context(self.device, cfg.mixed_precision):
+                    out = self.network(crops[rows], None if labels is None else labels[rows])
+                loss = out.loss  # computed in float32 by info_nce
+                # averaged over processes first, so every rank agrees to go on or to stop
+                losses.append(self.dist.mean(loss.detach()))
+                if not torch.isfinite(losses[-1]):
+                    break
+                self.scaler.scale(loss / parts).backward()
+            accuracies.append(out.step_accuracy.detach())
+        self.candidates = int(out.logits.shape[-1])
+        self.z_spread = float(out.z.detach().float().std(dim=0).mean())
+        loss_value = float(torch.stack(losses).mean().item())
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             if cfg.on_nan == "skip":
@@ -367,15 +393,16 @@ class Trainer:
                 f"loss became {loss_value} at step {self.step + 1} (last finite loss "
                 f"{self.last_finite_loss:.4f}). Try: {advice}. The last checkpoint in "
                 f"{self.run_dir} is intact; set train.on_nan=skip to skip such steps instead.")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, self.lr, self.total_steps, cfg.lr_schedule,
+                                        cfg.warmup_steps, cfg.min_lr_ratio)
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.last_finite_loss = loss_value
-        accuracy = self.dist.mean(out.step_accuracy.detach()).tolist()
+        accuracy = self.dist.mean(torch.stack(accuracies).mean(dim=0)).tolist()
         return loss_value, accuracy
 
     def _end_epoch(self, epoch: int) -> None:
@@ -387,10 +414,35 @@ class Trainer:
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["seconds"] = m.seconds
         record["skipped_steps"] = m.skipped
+        record["z_spread"] = self.z_spread
+        if self.validation is not None:
+            autocast = autocast_context(self.device, self.config.train.mixed_precision)
+            val_loss, val_accuracy = self.validation.score(self.model, self.device, autocast)
+            record["val_loss"] = val_loss
+            for j, value in enumerate(val_accuracy, start=1):
+                record[f"val_acc_k{j}"] = value
         self.history.append(record)
         self.meter = EpochMeter()
         if self.dist.is_main:
             self._write_history()
+        self._check_health(record)
+
+    def _check_health(self, record: dict[str, float]) -> None:
+        """After train.dead_run_steps: warn (once) or stop when the run does not learn."""
+        cfg = self.config
+        if not cfg.train.dead_run_steps or self.step < cfg.train.dead_run_steps or self.health:
+            return
+        problem = dead_run_problem(self.step, record["loss"], self.candidates, self.z_spread,
+                                   cfg.data.standardize, cfg.model.encoder.params.get("norm"),
+                                   self.lr)
+        if problem is None:
+            return
+        self.health = problem
+        if cfg.train.on_dead_run == "stop":
+            self.save()
+            raise DeadRunError(f"{problem} The checkpoint (step {self.step}) in {self.run_dir} "
+                               "is saved.")
+        log.warning(problem)
 
     def _write_history(self) -> None:
         # temporary files renamed into place: a kill mid-write never leaves half a file
@@ -398,10 +450,12 @@ class Trainer:
         with open(losses_tmp, "wb") as handle:
             np.save(handle, np.array([h["loss"] for h in self.history], dtype=np.float32))
         os.replace(losses_tmp, self.run_dir / "losses.npy")
-        keys = list(self.history[0]) if self.history else []
+        keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
+        for record in self.history:
+            keys += [k for k in record if k not in keys]
         history_tmp = self.run_dir / ".history.csv.tmp"
         with open(history_tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer = csv.DictWriter(handle, fieldnames=keys, restval="")
             writer.writeheader()
             writer.writerows(self.history)
         os.replace(history_tmp, self.run_dir / "history.csv")
@@ -436,8 +490,16 @@ class Trainer:
             log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
                      corpus.total_seconds / 60, self.data_dir)
             log.info(self.batch_summary())
-        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed,
-                              self.dist.rank, self.dist.world_size)
+        corpus, held_out = split_corpus(corpus, cfg.train.validation_fraction, cfg.train.seed)
+        if held_out is not None and cfg.train.validation_crops > 0:
+            self.validation = ValidationSet.draw(held_out, cfg.data.crop_samples,
+                                                 cfg.train.validation_crops, cfg.data.N,
+                                                 cfg.train.seed)
+            if self.dist.is_main:
+                log.info("validation: %d held-out file(s), %d fixed crops scored every epoch",
+                         len(held_out), len(self.validation.crops))
+        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N * cfg.train.accumulate,
+                              cfg.train.seed, self.dist.rank, self.dist.world_size)
         writer = self._tensorboard()
         steps_per_epoch = cfg.train.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
@@ -465,6 +527,14 @@ class Trainer:
                 bar.update(1)
                 if self.step % steps_per_epoch == 0:
                     self._end_epoch(self.step // steps_per_epoch)
+                    last = self.history[-1]
+                    if "val_loss" in last:
+                        bar.set_postfix(loss=f"{last['loss']:.3f}", val=f"{last['val_loss']:.3f}",
+                                        refresh=False)
+                    if writer is not None:
+                        for key in ("val_loss", "z_spread"):
+                            if key in last:
+                                writer.add_scalar(f"epoch/{key}", last[key], self.step)
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save(finished=self.step == self.total_steps)
                 time_up = deadline is not None and now >= deadline and self.step < self.total_steps
@@ -484,7 +554,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted,
-                           time_limited)
+                           time_limited, self.health)
 
     def batch_summary(self) -> str:
         """The batch and learning-rate rule of this run, printed at start."""
