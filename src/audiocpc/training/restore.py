@@ -36,6 +36,9 @@ def _identity(payload: dict[str, Any], checkpoint_sha256: str, random_init: bool
     """The trained model: its checkpoint's step and content hash. The untrained baseline:
     its architecture and seed only (the settings it is built from; training does not
     change it)."""
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError("the checkpoint's configuration is damaged (not a mapping); retrain "
+                              "with --force")
     if random_init:
         config = dict(payload["config"])
         architecture = {k: v for k, v in config.items() if k not in ("train", "output", "preset")}
@@ -90,11 +93,12 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
     run_dir = Path(run_dir)
     if not run_dir.is_dir() and run_dir.name == CHECKPOINT_NAME:
         run_dir = run_dir.parent
-    if not (run_dir / CHECKPOINT_NAME).is_file():
+    checkpoint = RunFolder(run_dir).checkpoint_path
+    if not checkpoint.is_file():
         raise CheckpointError(
             f"no trained model in {run_dir}: {CHECKPOINT_NAME} not found (give a run folder "
             "such as results/cpc/<name>, written by `audiocpc train`)")
-    payload, sha = _load_with_hash(run_dir / CHECKPOINT_NAME)
+    payload, sha = _load_with_hash(checkpoint)
     identity = _IDENTITIES.setdefault((sha, random_init), _identity(payload, sha, random_init))
     config = config_from_dict(payload["config"])
     # Seeded like the trainer, so the random baseline is the initialisation training began with.
@@ -105,7 +109,7 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
         try:
             model.load_state_dict(payload["model"])
         except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{run_dir / CHECKPOINT_NAME}: the weights do not fit the model "
+            raise CheckpointError(f"{checkpoint}: the weights do not fit the model "
                                   f"its configuration describes ({exc})") from None
     target = pick_device(device)
     model.to(target).eval()
