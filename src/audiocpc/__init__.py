@@ -21,7 +21,7 @@ _LAZY = {
     "load": ("audiocpc.api", "load"),
     "CPCEmbedder": ("audiocpc.api", "CPCEmbedder"),
     "CPCTransformer": ("audiocpc.api", "CPCTransformer"),
-    "embed_folder": ("audiocpc.evaluation.embed", "embed_folder"),
+    "embed_folder": ("audiocpc.api", "embed_folder"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -29,6 +29,7 @@ from audiocpc.config import Config
 from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
                             plan_crops, pool_by_file)
 from audiocpc.errors import AudiocpcError, ConfigError
+from audiocpc.evaluation.store import EmbeddingSplit
 from audiocpc.models import CPCModel
 from audiocpc.models.checks import check_model_config, component_problems
 from audiocpc.presets import apply_overrides, preset_dict, validate_config
@@ -183,6 +184,28 @@ class CPCEmbedder:
                             self.model.window or 1)
         rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size)
         return pool_by_file(rows, [len(s) for s in starts])
+
+
+def embed_folder(run_dir_or_model: Any, data_dir: str | os.PathLike, split: str, *,
+                 out: str | os.PathLike = "results", random_init: bool = False,
+                 **options: Any) -> EmbeddingSplit:
+    """`audiocpc embed` from Python: embed every audio file below `data_dir` and write
+    `<out>/embeddings/<run name>/<split>.{npy,csv,json}` (`<run name>_random` with
+    `random_init`). `run_dir_or_model` is a run folder or a model from `audiocpc.load`; the
+    other options are those of `audiocpc.evaluation.embed.embed_folder` (crops, kind, seed,
+    batch_size, label_mode, label_pattern, labels_csv, device, progress)."""
+    from audiocpc.evaluation import embed as embedding
+    from audiocpc.experiments.layout import ResultsLayout
+    from audiocpc.training.checkpoint import CHECKPOINT_NAME
+    from audiocpc.training.run_folder import RunFolder
+
+    source = run_dir_or_model.run if isinstance(run_dir_or_model, CPCEmbedder) else run_dir_or_model
+    run_dir = source.run_dir if isinstance(source, RestoredRun) else Path(source)
+    if not run_dir.is_dir() and run_dir.name == CHECKPOINT_NAME:  # the checkpoint itself was given
+        run_dir = run_dir.parent
+    folder = ResultsLayout(out).embeddings(RunFolder(run_dir).name, "random" if random_init else "cpc")
+    return embedding.embed_folder(source, data_dir, split, folder=folder, random_init=random_init,
+                                  **options)
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "auto",

@@ -93,11 +93,25 @@ def _probe_settings(args: argparse.Namespace):  # -> ProbeSettings
     return ProbeSettings(standardize=not args.no_standardize, pca_dim=args.pca, seed=args.seed)
 
 
-def _cmd_classify(args: argparse.Namespace) -> int:
-    from audiocpc.evaluation.classify import classify, locate_embeddings
+def _features(args: argparse.Namespace):  # -> experiments.layout.FeaturesTarget
+    """The features `classify` and `tsne` work on; MFCCs are (re)made when not current."""
+    from audiocpc.evaluation.store import EmbeddingSplit
+    from audiocpc.experiments.layout import locate_features, missing_features_error
+    from audiocpc.experiments.pipeline import refresh_mfcc
 
-    folder, root = locate_embeddings(args.target, args.features, args.out)
-    out_dir = root / "classifier" / folder.name
+    target = locate_features(args.target, args.features, args.out)
+    if target.feature == "mfcc":
+        refresh_mfcc(target.layout, target.model)
+    if not EmbeddingSplit.exists(target.embeddings, "train"):
+        raise missing_features_error(target)
+    return target
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from audiocpc.evaluation.classify import classify
+
+    target = _features(args)
+    folder, out_dir = target.embeddings, target.classifier
     report = classify(folder, out_dir, args.probes or ["logreg"], _probe_settings(args),
                       args.test_fraction, args.seed)
     for probe, m in report["probes"].items():
@@ -108,13 +122,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_tsne(args: argparse.Namespace) -> int:
-    from audiocpc.evaluation.classify import locate_embeddings
     from audiocpc.evaluation.tsne import held_out_files, tsne
 
-    folder, root = locate_embeddings(args.target, args.features, args.out)
-    out_dir = root / "tsne" / folder.name
-    held_out = held_out_files(root / "classifier" / folder.name / "split.csv")
-    info = tsne(folder, out_dir, args.points, args.perplexity, args.seed, args.method, held_out)
+    target = _features(args)
+    out_dir = target.tsne
+    held_out = held_out_files(target.classifier / "split.csv")
+    info = tsne(target.embeddings, out_dir, args.points, args.perplexity, args.seed, args.method,
+                held_out)
     print(f"wrote {out_dir / info['png']} and {info['svg']} ({info['points']} points, "
           f"{info['seconds']:.1f} s)")
     return 0
@@ -172,7 +186,7 @@ def _crops_arg(text: str):  # -> int | "all"
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from audiocpc.evaluation.embed import embed_folder
+    from audiocpc.api import embed_folder
 
     result = embed_folder(args.run_dir, args.data, args.split, crops=args.crops, kind=args.kind,
                           out=args.out, seed=args.seed, batch_size=args.batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from audiocpc.cli import main
 from audiocpc.experiments.pipeline import DEMO_OVERRIDES
+from audiocpc.training.checkpoint import load_checkpoint
 
 
 def _metrics(out: Path, features: str) -> dict:
@@ -75,15 +77,48 @@ def test_run_trains_embeds_classifies_and_beats_the_random_baseline(
 
 def test_run_refuses_a_finished_run_trained_with_other_settings(demo_dir: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    run_dir = tmp_path / "cpc" / "1dconv_tiny"
-    run_dir.mkdir(parents=True)
     from audiocpc import load_config
+    from audiocpc.training.checkpoint import save_checkpoint
 
-    (run_dir / "config.yaml").write_text(load_config("1dconv_tiny", [f"output.dir={tmp_path}"]).to_yaml())
-    (run_dir / "checkpoint.pt").write_bytes(b"")
+    run_dir = tmp_path / "cpc" / "1dconv_tiny"
+    trained = load_config("1dconv_tiny", [f"output.dir={tmp_path}"])
+    save_checkpoint(run_dir / "checkpoint.pt", {"config": trained.to_dict(), "model": {},
+                                                "step": 200, "finished": True})
+    # config.yaml is for people: the checkpoint's own configuration is what counts
+    asked = load_config("1dconv_tiny", [f"output.dir={tmp_path}", "train.lr=1e-4"])
+    (run_dir / "config.yaml").write_text(asked.to_yaml())
     code = main(["run", "--models", "1dconv_tiny", "--train-data", str(demo_dir / "train"),
                  "--out", str(tmp_path), "--set", "train.lr=1e-4"])
     assert code == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "missing"])
+def test_a_damaged_config_yaml_beside_a_valid_checkpoint_changes_nothing(
+        damage: str, tiny_run: Path, demo_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """#14.10: `run` trusts the checkpoint's own configuration, not config.yaml."""
+    torch.set_num_threads(1)
+    out = tmp_path / "results"
+    run_dir = out / "cpc" / "1dconv_tiny"
+    shutil.copytree(tiny_run, run_dir)
+    config_yaml = run_dir / "config.yaml"
+    if damage == "empty":
+        config_yaml.write_text("")
+    elif damage == "truncated":
+        config_yaml.write_text(config_yaml.read_text()[: len(config_yaml.read_text()) // 2])
+    else:
+        config_yaml.unlink()
+    # the settings tiny_run was trained with (its name and folder are not settings)
+    same = ["--set", "data.N=8", "--set", "train.epochs=1", "--set", "train.steps_per_epoch=30"]
+    command = ["run", "--models", "1dconv_tiny", "--train-data", str(demo_dir / "train"),
+               "--embed-test", str(demo_dir / "test"), "--out", str(out), "--crops-train", "2",
+               "--crops-test", "2", "--baselines", "--method", "pca", "--points", "50", "--quiet", *same]
+    assert main(command) == 0, capsys.readouterr().err
+    assert "Stages this time: train skipped, embed ran" in (out / "report.md").read_text()
+    assert load_checkpoint(run_dir)["step"] == 30  # the training was kept, not redone
+    # other settings are still refused, from the checkpoint's configuration alone
+    assert main([*command, "--set", "train.lr=1e-4"]) == 2
     assert "train.lr" in capsys.readouterr().err
 
 

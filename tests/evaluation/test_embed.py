@@ -14,7 +14,8 @@ import torch
 
 from audiocpc.cli import main
 from audiocpc import load_config
-from audiocpc.evaluation.embed import MANIFEST_COLUMNS, crop_starts, embed_crops, embed_folder, window_reuse
+from audiocpc.api import embed_folder
+from audiocpc.evaluation.embed import MANIFEST_COLUMNS, crop_starts, embed_crops, window_reuse
 from audiocpc.errors import ConfigError
 from audiocpc.models import build_cpc
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from audiocpc.data.audio import check_readable, read_audio, read_failure_reason
 from audiocpc.errors import AudioReadError
+from audiocpc.fileio import atomic_save_npy
 
 
 def default_cache_dir() -> Path:
@@ -52,8 +53,5 @@ class AudioCache:
             except (ValueError, OSError):
                 entry.unlink(missing_ok=True)  # a damaged entry: decode again
         wave = read_audio(path, sample_rate)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, wave)
-        os.replace(tmp, entry)
+        atomic_save_npy(entry, wave)
         return np.load(entry, mmap_mode="r")

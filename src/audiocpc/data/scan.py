@@ -26,6 +26,7 @@ from audiocpc.data.audio import audio_info, check_readable, discover_audio_files
 from audiocpc.data.cache import AudioCache
 from audiocpc.config import DataConfig
 from audiocpc.errors import AudioReadError, ConfigError, NoUsableAudioError
+from audiocpc.fileio import atomic_write_json
 
 log = logging.getLogger("audiocpc")
 
@@ -172,14 +173,7 @@ def _display_name(path: Path, root: Path) -> str:
 
 
 def _write_json(path: Path, payload: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_json(path, payload, indent=1)
 
 
 def _inspect(path: Path, cache: AudioCache, sample_rate: int) -> tuple[dict[str, Any], bool]:

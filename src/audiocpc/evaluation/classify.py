@@ -1,6 +1,6 @@
 """`audiocpc classify`: probes trained on one split's embeddings, scored on the other's.
 
-Reads an embeddings folder (`<split>.npy` + `<split>.csv` as written by `audiocpc embed`),
+Reads an embeddings folder (`<split>.npy` + `<split>.csv`, evaluation/store.py),
 trains each probe on the train split and evaluates on the test split; without a test split
 it holds out whole files (seeded, stratified by class). Writes `metrics.json`, a
 row-normalised confusion matrix per probe, the MLP's curves and the split it used.
@@ -9,9 +9,9 @@ row-normalised confusion matrix per probe, the MLP's curves and the split it use
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,26 +19,12 @@ import numpy as np
 
 from audiocpc.errors import AudiocpcError
 from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
+from audiocpc.evaluation.store import EmbeddingSplit
+from audiocpc.fileio import atomic_write_json, atomic_write_text, normalised_json
+
+SPLITS = ("train", "test")
 
 log = logging.getLogger("audiocpc")
-
-
-@dataclass
-class EmbeddingSplit:
-    """One split of an embeddings folder: features and the crop each row came from."""
-
-    features: np.ndarray  # [rows, dim]
-    files: list[str]
-    labels: list[str]
-    meta: dict[str, Any]
-
-    def subset(self, mask: np.ndarray) -> "EmbeddingSplit":
-        keep = np.flatnonzero(mask)
-        return EmbeddingSplit(self.features[keep], [self.files[i] for i in keep],
-                              [self.labels[i] for i in keep], self.meta)
-
-    def __len__(self) -> int:
-        return len(self.files)
 
 
 def feature_kind(meta: dict[str, Any], name: str) -> str:
@@ -49,33 +35,36 @@ def feature_kind(meta: dict[str, Any], name: str) -> str:
 
 
 def has_split(folder: str | Path, split: str) -> bool:
-    folder = Path(folder)
-    return (folder / f"{split}.npy").is_file() and (folder / f"{split}.csv").is_file()
+    return EmbeddingSplit.exists(folder, split)
 
 
 def load_split(folder: str | Path, split: str) -> EmbeddingSplit:
-    """Read `<folder>/<split>.npy/.csv/.json`; rows without a label are dropped (one warning)."""
-    folder = Path(folder)
-    if not has_split(folder, split):
-        raise AudiocpcError(f"no {split} embeddings in {folder} (expected {split}.npy and {split}.csv; "
-                            f"run `audiocpc embed` first)")
-    features = np.load(folder / f"{split}.npy", mmap_mode="r")
-    with open(folder / f"{split}.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if len(rows) != features.shape[0]:
-        raise AudiocpcError(f"{folder}: {split}.csv lists {len(rows)} crops but {split}.npy holds "
-                            f"{features.shape[0]} rows; embed again")
-    meta = _read_info(folder, split)
-    labelled = np.array([bool((row.get("label") or "").strip()) for row in rows], dtype=bool)
-    if not labelled.any():
-        raise AudiocpcError(f"{folder}/{split}.csv: no crop has a label, so there is nothing to "
-                            "classify (labels come from the file names; see `audiocpc embed`)")
-    if not labelled.all():
-        log.warning("%s/%s: %d of %d crops have no label and are left out", folder, split,
-                    int((~labelled).sum()), len(rows))
-    keep = np.flatnonzero(labelled)
-    return EmbeddingSplit(np.asarray(features[keep], dtype=np.float32),
-                          [rows[i]["file"] for i in keep], [rows[i]["label"].strip() for i in keep], meta)
+    """The labelled rows of one split (the others are dropped with one warning)."""
+    return EmbeddingSplit.read(folder, split).labelled()
+
+
+def embeddings_identity(folder: str | Path) -> dict[str, Any]:
+    """The content hashes of every split present in an embeddings folder: what a
+    classifier or a map made from it records, and is redone when it changes."""
+    return {split: EmbeddingSplit.content(folder, split) for split in SPLITS
+            if EmbeddingSplit.exists(folder, split)}
+
+
+def classify_inputs(embed_dir: str | Path, probes: Sequence[str], settings: ProbeSettings,
+                    test_fraction: float, seed: int) -> dict[str, Any]:
+    """What `classify` makes its metrics from, as recorded in metrics.json (`inputs`)."""
+    present = embeddings_identity(embed_dir)
+    split: dict[str, Any] = {"mode": "test split" if "test" in present else "by file"}
+    if "test" not in present:
+        split.update(test_fraction=test_fraction, seed=seed)
+    return normalised_json({
+        "embeddings": present,
+        "settings": {"probes": list(probes), "probe": _settings_record(settings), "split": split},
+    })
+
+
+def _settings_record(settings: ProbeSettings) -> dict[str, Any]:
+    return {k: v for k, v in asdict(settings).items() if k != "kind"}
 
 
 def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int = 0
@@ -104,15 +93,16 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
 
 
 def _write_split(path: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "label", "side", "crops"])
-        for side, part in (("train", train), ("test", test)):
-            counts: dict[tuple[str, str], int] = {}
-            for f, label in zip(part.files, part.labels):
-                counts[(f, label)] = counts.get((f, label), 0) + 1
-            for (f, label), n in sorted(counts.items()):
-                writer.writerow([f, label, side, n])
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["file", "label", "side", "crops"])
+    for side, part in (("train", train), ("test", test)):
+        counts: dict[tuple[str, str], int] = {}
+        for f, label in zip(part.files, part.labels):
+            counts[(f, label)] = counts.get((f, label), 0) + 1
+        for (f, label), n in sorted(counts.items()):
+            writer.writerow([f, label, side, n])
+    atomic_write_text(path, handle.getvalue())
 
 
 def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] = ("logreg",),
@@ -123,8 +113,10 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
 
     embed_dir, out_dir = Path(embed_dir), Path(out_dir)
     base = settings or ProbeSettings(seed=seed)
+    inputs = classify_inputs(embed_dir, probes, base, test_fraction, seed)  # before reading
     train, test, how = train_test_splits(embed_dir, test_fraction, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # the commit mark: written last
     _write_split(out_dir / "split.csv", train, test)
     name = embed_dir.name
     results: dict[str, Any] = {}
@@ -156,57 +148,9 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
         "dim": int(train.features.shape[1]),
         "classes": classes,
         "split": how,
-        "probe_settings": {k: v for k, v in asdict(base).items() if k != "kind"},
+        "probe_settings": _settings_record(base),
         "probes": results,
+        "inputs": inputs,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out_dir / "metrics.json", report)
     return report
-
-
-FEATURE_CHOICES: tuple[str, ...] = ("cpc", "random", "mfcc")
-
-
-def locate_embeddings(target: str | Path, features: str = "cpc", out: Optional[str | Path] = None
-                      ) -> tuple[Path, Path]:
-    """(embeddings folder, results root) for a run folder (`results/cpc/<name>`), an
-    embeddings folder (`results/embeddings/<name>`) or a bare run name under `out`.
-
-    `mfcc` features are computed from the CPC embeddings' crops when missing or older;
-    `random` features must have been embedded (`audiocpc embed ... --random-init`)."""
-    from audiocpc.evaluation.mfcc import write_mfcc_embeddings
-
-    if features not in FEATURE_CHOICES:
-        raise AudiocpcError(f"--features: unknown {features!r}; choose {', '.join(FEATURE_CHOICES)}")
-    path = Path(target)
-    if path.is_dir() and (has_split(path, "train") or has_split(path, "test")):
-        root, name = Path(out) if out else path.parent.parent, path.name
-    elif path.is_dir() and ((path / "checkpoint.pt").exists() or (path / "config.yaml").exists()):
-        root, name = Path(out) if out else path.parent.parent, path.name
-    else:
-        root, name = Path(out or "results"), str(target)
-    for suffix in ("_random", "_mfcc"):
-        if name.endswith(suffix) and features == "cpc":  # the baseline's own folder was given
-            name, features = name[: -len(suffix)], suffix[1:]
-    source = root / "embeddings" / name
-    folder = root / "embeddings" / (name if features == "cpc" else f"{name}_{features}")
-    if features == "mfcc":
-        for split in ("train", "test"):
-            if has_split(source, split) and (not has_split(folder, split) or
-                    (folder / f"{split}.npy").stat().st_mtime < (source / f"{split}.npy").stat().st_mtime):
-                log.info("computing MFCC features of the %s crops of %s", split, name)
-                write_mfcc_embeddings(source, folder, split)
-    if not has_split(folder, "train"):
-        info = _read_info(source, "train")
-        if features == "random":
-            data = info.get("data_dir", "DATA")
-            raise AudiocpcError(f"no random-init embeddings in {folder}; make them with: audiocpc embed "
-                                f"{info.get('run_dir', root / 'cpc' / name)} --data {data} --split train "
-                                "--random-init (and --split test for a test folder)")
-        raise AudiocpcError(f"no train embeddings in {folder} (run `audiocpc embed RUN_DIR --data DIR "
-                            "--split train` first)")
-    return folder, root
-
-
-def _read_info(folder: Path, split: str) -> dict[str, Any]:
-    path = folder / f"{split}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}

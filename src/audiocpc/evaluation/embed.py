@@ -1,6 +1,6 @@
 """Embeddings of audio files with a trained CPC model: one array and one manifest per split.
 
-`embed_folder` writes, under `<out>/embeddings/<run name>/`:
+`embed_folder` writes, into the embeddings folder it is given (see evaluation/store.py):
 
 - `<split>.npy`: float32 [rows, dim], one row per crop;
 - `<split>.csv`: columns `row,file,start_seconds,duration_seconds,label` (file = posix path
@@ -18,13 +18,10 @@ computed from the shared window embeddings (the same numbers, many times faster)
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import re
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -32,10 +29,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiocpc.data.audio import relative_name
+from audiocpc.data.audio import discover_audio_files, relative_name
 from audiocpc.config import Config, window_samples
 from audiocpc.data.corpus import load_corpus
 from audiocpc.errors import ConfigError
+from audiocpc.evaluation.store import MANIFEST_COLUMNS, EmbeddingSplit  # noqa: F401 (re-exported)
+from audiocpc.fileio import files_fingerprint, normalised_json, sha256_file
 from audiocpc.data.labels import assign_labels, label_rule
 from audiocpc.models import CPCModel
 from audiocpc.training.restore import RestoredRun, restore_run
@@ -44,7 +43,6 @@ from audiocpc.data.scan import scan_folder
 log = logging.getLogger("audiocpc")
 
 EMBEDDING_KINDS: tuple[str, ...] = ("context", "context_mean", "z_mean")
-MANIFEST_COLUMNS: tuple[str, ...] = ("row", "file", "start_seconds", "duration_seconds", "label")
 Crops = Union[int, str]  # a number of random crops per file, or "all"
 WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this
 # Below this reuse (e.g. 5 crops of a long file), bookkeeping outweighs the saved encoder
@@ -234,35 +232,6 @@ def pool_by_file(rows: np.ndarray, counts: Sequence[int]) -> np.ndarray:
 # ---------------------------------------------------------------- folders and files
 
 
-@dataclass
-class EmbeddingSet:
-    """One split's embeddings and manifest, as written by `embed_folder`."""
-
-    embeddings: np.ndarray  # float32 [rows, dim]
-    files: list[str]  # per row: posix path below the data folder
-    start_seconds: np.ndarray
-    duration_seconds: np.ndarray
-    labels: list[str]  # per row; "" = unlabelled
-    info: dict[str, Any] = field(default_factory=dict)
-    folder: Optional[Path] = None
-    split: str = ""
-
-    @property
-    def array_path(self) -> Path:
-        assert self.folder is not None
-        return self.folder / f"{self.split}.npy"
-
-    @property
-    def manifest_path(self) -> Path:
-        assert self.folder is not None
-        return self.folder / f"{self.split}.csv"
-
-    @property
-    def info_path(self) -> Path:
-        assert self.folder is not None
-        return self.folder / f"{self.split}.json"
-
-
 def _as_run(run_dir_or_model: Any, random_init: bool, device: str | torch.device) -> RestoredRun:
     if isinstance(run_dir_or_model, RestoredRun):
         found = run_dir_or_model
@@ -275,38 +244,42 @@ def _as_run(run_dir_or_model: Any, random_init: bool, device: str | torch.device
     return found
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def data_identity(data_dir: str | Path, extensions: Sequence[str]) -> dict[str, Any]:
+    """The audio files below `data_dir` as they are now (paths, sizes, modification times)."""
+    root = Path(data_dir)
+    return files_fingerprint(root, discover_audio_files(root, extensions))
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle: np.save would append .npy to the temp name
-        np.save(handle, array)
-
-
-def _write_manifest(path: Path, files: list[str], starts: np.ndarray, duration: float,
-                    labels: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
-        for row, (name, start, label) in enumerate(zip(files, starts, labels)):
-            writer.writerow([row, name, f"{start:.6f}", f"{duration:.6f}", label])
+def embedding_inputs(model: dict[str, Any], data_dir: str | Path, extensions: Sequence[str], *,
+                     split: str, crops: Crops, kind: str, seed: int, label_mode: str = "auto",
+                     label_pattern: Optional[str] = None,
+                     labels_csv: Optional[str | Path] = None) -> dict[str, Any]:
+    """What one split's embeddings are made from, as recorded in `<split>.json` (`inputs`):
+    the model (`restore.model_identity`), the data folder's files and the settings. An
+    embedding whose recorded inputs equal these, computed now, is up to date."""
+    labels: dict[str, Any] = {"mode": label_mode, "pattern": label_pattern}
+    if labels_csv is not None:
+        table = Path(labels_csv)
+        labels["csv"] = {"path": os.path.abspath(table),
+                         "sha256": sha256_file(table) if table.is_file() else None}
+    return normalised_json({
+        "model": model,
+        "data": data_identity(data_dir, extensions),
+        "settings": {"split": split, "crops": crops, "kind": kind, "seed": seed, "labels": labels},
+    })
 
 
 def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
-                 crops: Optional[Crops] = None, kind: str = "context", out: str | Path = "results",
+                 folder: str | Path, crops: Optional[Crops] = None, kind: str = "context",
                  seed: int = 0, batch_size: int = 64, label_mode: str = "auto",
                  label_pattern: Optional[str] = None, labels_csv: Optional[str | Path] = None,
                  random_init: bool = False, device: str | torch.device = "auto",
-                 progress: bool = True, shared: Optional[bool] = None) -> EmbeddingSet:
+                 progress: bool = True, shared: Optional[bool] = None) -> EmbeddingSplit:
     """Embed every audio file below `data_dir` (this split's folder) and write
-    `<out>/embeddings/<run name>/<split>.{npy,csv,json}`. `crops` defaults to 90 for the
-    train split and 5 otherwise; `random_init` embeds with the untrained baseline."""
+    `<folder>/<split>.{npy,csv,json}` (the results layout's embeddings folder is chosen by
+    the caller: `audiocpc.embed_folder` puts it in `<out>/embeddings/<run name>`). `crops`
+    defaults to 90 for the train split and 5 otherwise; `random_init` embeds with the
+    untrained baseline. The JSON records the identity of the model, data and settings."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", split):
         raise ConfigError(f"--split: '{split}' must be a plain name such as train or test")
     crops = default_crops(split) if crops is None else crops
@@ -317,6 +290,11 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     crop = crop_length(config)
     sr = config.data.desired_sr
     root = Path(data_dir)
+    # taken before the data is read: a file that changes while it is embedded makes the
+    # recorded identity stale, so the next `audiocpc run` embeds again
+    inputs = embedding_inputs(run.identity, root, config.data.extensions, split=split, crops=crops,
+                              kind=kind, seed=seed, label_mode=label_mode,
+                              label_pattern=label_pattern, labels_csv=labels_csv)
     report = scan_folder(root, config.data, crop, progress=progress)  # cached; one-line reasons
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
     corpus = load_corpus(root, config.data, min_samples=crop, progress=progress)
@@ -332,7 +310,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     row_labels = [lab for lab, c in zip(file_labels, counts) for _ in range(c)]
     start_seconds = np.concatenate(starts).astype(np.float64) / sr
 
-    folder = Path(out) / "embeddings" / run.name
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     report.write(folder / f"{split}_data_report.json")
     info = {
@@ -345,13 +323,10 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         "skipped_short": len(corpus.skipped_short), "skipped_unreadable": len(corpus.bad_files),
         "unlabelled_files": sum(1 for lab in file_labels if not lab),
         "labels": sorted({lab for lab in file_labels if lab}),
+        "inputs": inputs,
     }
-    result = EmbeddingSet(rows, row_files, start_seconds, np.full(len(row_files), crop / sr),
-                          row_labels, info, folder, split)
-    _replace_atomically(result.array_path, lambda p: _save_array(p, rows))
-    _replace_atomically(result.manifest_path, lambda p: _write_manifest(
-        p, row_files, start_seconds, crop / sr, row_labels))
-    _replace_atomically(result.info_path, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    result = EmbeddingSplit(rows, row_files, row_labels, start_seconds,
+                            np.full(len(row_files), crop / sr), info).write(folder, split)
     log.info("embedded %d crops of %d file(s) -> %s (%d skipped as shorter than %.3f s)",
              len(row_files), len(names), result.array_path, len(corpus.skipped_short), crop / sr)
     return result

@@ -10,17 +10,17 @@ the same crops and splits.
 
 from __future__ import annotations
 
-import csv
-import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from scipy.fft import dct
 
 from audiocpc.data.cache import AudioCache
 from audiocpc.errors import AudiocpcError
+from audiocpc.evaluation.store import EmbeddingSplit
+from audiocpc.fileio import files_fingerprint, normalised_json, sha256_file
 
 
 @lru_cache(maxsize=8)
@@ -52,30 +52,52 @@ def mfcc_summary(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.nda
     return np.concatenate([coefficients.mean(axis=0), coefficients.std(axis=0)])
 
 
-def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def crop_mfccs(rows: list[dict[str, str]], data_dir: str | Path, sample_rate: int,
+def crop_mfccs(crops: EmbeddingSplit, data_dir: str | Path, sample_rate: int,
                n_mfcc: int = 20, cache_dir: Optional[str] = None) -> np.ndarray:
-    """MFCC summaries [rows, 2 * n_mfcc] of the crops a manifest lists."""
+    """MFCC summaries [rows, 2 * n_mfcc] of the crops an embedding split lists."""
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     cache = AudioCache(cache_dir)
     data_dir = Path(data_dir)
-    out = np.empty((len(rows), 2 * n_mfcc), dtype=np.float32)
+    out = np.empty((len(crops), 2 * n_mfcc), dtype=np.float32)
     waves: dict[str, np.ndarray] = {}
     # Matrices this small are several times slower with BLAS threads (measured 4x on 2 cores).
     with threadpool_limits(1):
-        for i, row in enumerate(rows):
-            name = row["file"]
+        for i, (name, start_s, duration_s) in enumerate(zip(crops.files, crops.start_seconds,
+                                                            crops.duration_seconds)):
             if name not in waves:
                 waves = {name: cache.load(data_dir / name, sample_rate)}  # manifests are file-ordered
-            start = int(round(float(row["start_seconds"]) * sample_rate))
-            length = int(round(float(row["duration_seconds"]) * sample_rate))
+            start = int(round(float(start_s) * sample_rate))
+            length = int(round(float(duration_s) * sample_rate))
             out[i] = mfcc_summary(waves[name][start : start + length], sample_rate, n_mfcc)
     return out
+
+
+def _source_facts(source_dir: Path, split: str, data_dir: Optional[str | Path],
+                  sample_rate: Optional[int]) -> tuple[Path, int]:
+    info = EmbeddingSplit.read_info(source_dir, split)
+    data_dir = data_dir if data_dir is not None else info.get("data_dir")
+    sample_rate = sample_rate if sample_rate is not None else info.get("sample_rate")
+    if data_dir is None or sample_rate is None:
+        raise AudiocpcError(f"{EmbeddingSplit.path(source_dir, split, 'json')}: the data folder and "
+                            "sample rate of these embeddings are unknown; embed again with "
+                            "`audiocpc embed`")
+    return Path(data_dir), int(sample_rate)
+
+
+def mfcc_inputs(source_dir: str | Path, split: str, data_dir: Optional[str | Path] = None,
+                sample_rate: Optional[int] = None, n_mfcc: int = 20) -> dict[str, Any]:
+    """What the MFCC features of a split are made from, as recorded in their JSON
+    (`inputs`): the crops (the source manifest's hash), the audio files they come from (paths,
+    sizes, modification times) and the settings."""
+    source_dir = Path(source_dir)
+    data, rate = _source_facts(source_dir, split, data_dir, sample_rate)
+    crops = EmbeddingSplit.read(source_dir, split)
+    return normalised_json({
+        "crops": {"csv": sha256_file(EmbeddingSplit.path(source_dir, split, "csv"))},
+        "audio": files_fingerprint(data, sorted({data / name for name in crops.files})),
+        "settings": {"sample_rate": rate, "n_mfcc": n_mfcc},
+    })
 
 
 def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split: str,
@@ -85,21 +107,15 @@ def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split:
     `<source>/<split>.csv`: the same rows, in the same order, as the CPC embeddings.
     The data folder and sample rate default to those recorded in `<source>/<split>.json`."""
     source_dir, target_dir = Path(source_dir), Path(target_dir)
-    info_path = source_dir / f"{split}.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    data_dir = data_dir if data_dir is not None else info.get("data_dir")
-    sample_rate = sample_rate if sample_rate is not None else info.get("sample_rate")
-    if data_dir is None or sample_rate is None:
-        raise AudiocpcError(f"{info_path}: the data folder and sample rate of these embeddings are "
-                            "unknown; embed again with `audiocpc embed`")
-    rows = read_manifest(source_dir / f"{split}.csv")
-    features = crop_mfccs(rows, data_dir, int(sample_rate), n_mfcc, cache_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    np.save(target_dir / f"{split}.npy", features)
-    (target_dir / f"{split}.csv").write_bytes((source_dir / f"{split}.csv").read_bytes())
-    meta = {"features": "mfcc", "source": str(source_dir), "split": split, "data_dir": str(data_dir),
-            "sample_rate": int(sample_rate), "n_mfcc": n_mfcc, "rows": int(features.shape[0]),
+    data, rate = _source_facts(source_dir, split, data_dir, sample_rate)
+    inputs = mfcc_inputs(source_dir, split, data, rate, n_mfcc)  # before reading the audio
+    crops = EmbeddingSplit.read(source_dir, split)
+    features = crop_mfccs(crops, data, rate, n_mfcc, cache_dir)
+    meta = {"features": "mfcc", "source": str(source_dir), "split": split, "data_dir": str(data),
+            "sample_rate": rate, "n_mfcc": n_mfcc, "rows": int(features.shape[0]),
             "dim": int(features.shape[1]),
-            "summary": "mean and standard deviation over time of each MFCC (25 ms windows, 10 ms hop, 40 mels)"}
-    (target_dir / f"{split}.json").write_text(json.dumps(meta, indent=2))
-    return target_dir / f"{split}.npy"
+            "summary": "mean and standard deviation over time of each MFCC (25 ms windows, 10 ms hop, 40 mels)",
+            "inputs": inputs}
+    written = EmbeddingSplit(features, crops.files, crops.labels, crops.start_seconds,
+                             crops.duration_seconds, meta).write(target_dir, split)
+    return written.array_path

@@ -12,6 +12,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from audiocpc.fileio import atomic_path
+from audiocpc.training.run_folder import RunFolder
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -20,6 +23,12 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path, dpi: int) -> None:
+    """Atomically: a figure killed mid-write never replaces the old one with half a file."""
+    with atomic_path(path, suffix=path.suffix) as tmp:  # the suffix tells savefig the format
+        fig.savefig(tmp, dpi=dpi)
 
 
 def class_colours(count: int) -> list[tuple[float, float, float, float]]:
@@ -70,8 +79,7 @@ def confusion_matrix_plot(confusion: Sequence[Sequence[int]], classes: Sequence[
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8 if n > 10 else 9,
                         color="white" if value > 0.5 else "black")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)
     return path
 
@@ -91,14 +99,13 @@ def mlp_curves_plot(history: Sequence[dict[str, float]], path: Path, title: str)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)
     return path
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / "history.csv"
+    path = RunFolder(Path(run_dir)).history_path
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
@@ -124,8 +131,7 @@ def cpc_curves_plot(run_dir: str | Path, path: Path) -> Optional[Path]:
         ax.grid(alpha=0.3)
     fig.suptitle(f"CPC training: {Path(run_dir).name}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)
     return path
 
@@ -162,8 +168,7 @@ def scatter_plot(points: np.ndarray, labels: Sequence[str], is_test: np.ndarray,
     fig.tight_layout()
     written = []
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        _save(fig, path, 120)
         written.append(path)
     plt.close(fig)
     return written
@@ -188,7 +193,6 @@ def class_comparison_plot(points: np.ndarray, labels: Sequence[str], is_test: np
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
     return path

@@ -9,7 +9,7 @@ of points in a minute or two on a laptop), scikit-learn's Barnes-Hut t-SNE other
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import time
 from pathlib import Path
@@ -17,8 +17,10 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from audiocpc.evaluation.classify import has_split, load_split
 from audiocpc.errors import AudiocpcError
+from audiocpc.evaluation.classify import embeddings_identity
+from audiocpc.evaluation.store import EmbeddingSplit
+from audiocpc.fileio import atomic_write_json, atomic_write_text, normalised_json, sha256_json
 
 log = logging.getLogger("audiocpc")
 
@@ -98,6 +100,19 @@ def held_out_files(split_csv: str | Path) -> set[str]:
         return {row["file"] for row in csv.DictReader(handle) if row.get("side") == "test"}
 
 
+def tsne_inputs(embed_dir: str | Path, points: int, perplexity: float, seed: int, method: str,
+                held_out: Optional[set[str]] = None) -> dict[str, Any]:
+    """What a map is made from, as recorded in its JSON (`inputs`): the embeddings' content,
+    the files shown as held out (without a test split) and the settings."""
+    present = embeddings_identity(embed_dir)
+    shown_held_out = sorted(held_out) if held_out and "test" not in present else []
+    return normalised_json({
+        "embeddings": present,
+        "held_out_sha256": sha256_json(shown_held_out) if shown_held_out else None,
+        "settings": {"method": method, "points": points, "perplexity": perplexity, "seed": seed},
+    })
+
+
 def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplexity: float = 30.0,
          seed: int = 0, method: Method = "tsne", held_out: Optional[set[str]] = None) -> dict[str, Any]:
     """Fit one 2-D map of the train (and test, if present) embeddings; write the plots.
@@ -106,15 +121,17 @@ def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplex
     from audiocpc.evaluation.plots import class_comparison_plot, scatter_plot
 
     embed_dir, out_dir = Path(embed_dir), Path(out_dir)
-    parts = [(split, load_split(embed_dir, split)) for split in SPLITS
-             if has_split(embed_dir, split)]
+    inputs = tsne_inputs(embed_dir, points, perplexity, seed, method, held_out)  # before reading
+    (out_dir / f"{method}.json").unlink(missing_ok=True)  # the commit mark: written last
+    parts = [(split, EmbeddingSplit.read(embed_dir, split).labelled()) for split in SPLITS
+             if EmbeddingSplit.exists(embed_dir, split)]
     if not parts:
         raise AudiocpcError(f"no embeddings in {embed_dir} (run `audiocpc embed` first)")
     features = np.concatenate([part.features for _, part in parts])
     labels = np.array([label for _, part in parts for label in part.labels], dtype=object)
     files = [f for _, part in parts for f in part.files]
     split_names = np.array([split for split, part in parts for _ in range(len(part))], dtype=object)
-    if held_out and not has_split(embed_dir, "test"):
+    if held_out and not EmbeddingSplit.exists(embed_dir, "test"):
         split_names[np.array([f in held_out for f in files], dtype=bool)] = "test"
     strata = np.array([f"{s}\x00{label}" for s, label in zip(split_names, labels)], dtype=object)
     chosen = stratified_subsample(strata, points, seed)
@@ -139,18 +156,19 @@ def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplex
             per_class.append(class_comparison_plot(
                 coordinates, labels, is_test, label, out_dir / "classes" / f"{safe}.png",
                 f"{name}: {label}, train vs test").name)
-    with open(out_dir / f"{stem}_points.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["x", "y", "label", "split", "file"])
-        for i, row in enumerate(chosen):
-            x, y = coordinates[i]
-            writer.writerow([f"{x:.4f}", f"{y:.4f}", labels[i], split_names[i], files[row]])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["x", "y", "label", "split", "file"])
+    for i, row in enumerate(chosen):
+        x, y = coordinates[i]
+        writer.writerow([f"{x:.4f}", f"{y:.4f}", labels[i], split_names[i], files[row]])
+    atomic_write_text(out_dir / f"{stem}_points.csv", table.getvalue())
     info = {"features": name, "method": method, "points": int(len(chosen)), "requested_points": points,
             "perplexity": perplexity,
             "seed": seed, "seconds": round(seconds, 2), "classes": classes,
             "png": f"{stem}.png", "svg": f"{stem}.svg",
-            "per_class": [f"classes/{p}" for p in per_class]}
-    (out_dir / f"{stem}.json").write_text(json.dumps(info, indent=2))
+            "per_class": [f"classes/{p}" for p in per_class], "inputs": inputs}
+    atomic_write_json(out_dir / f"{stem}.json", info)
     log.info("%s: %s of %d points in %.1f s -> %s", name, method_name, len(chosen), seconds,
              out_dir / f"{stem}.png")
     return info

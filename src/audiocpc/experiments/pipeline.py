@@ -1,31 +1,33 @@
 """`audiocpc run` and `audiocpc demo`: train -> embed -> classify -> t-SNE per model, then
 one report.
 
-Each stage is skipped when its outputs exist and were made with the same inputs, unless
-`force`; a stage that runs makes every later stage of that model run again. The baselines
-(the same architecture untrained, and MFCC statistics) are computed on the very crops the
-trained model embedded and go through the same probes and splits.
+Every output records the identity of what it was made from (`inputs` in its JSON: the
+checkpoint's step and sha256, the data folder's files, the embeddings' sha256, the stage's
+settings). A stage is skipped only when those equal what is on disk now, unless `force`; so
+a changed input redoes exactly the stages that depend on it, and a run killed at any point
+is finished correctly by the same command. A finished training run is skipped when its
+checkpoint (which holds its own configuration) was made with the same settings. The
+baselines (the same architecture untrained, and MFCC statistics) are computed on the very
+crops the trained model embedded and go through the same probes and splits.
 
-Layout under `out`: `cpc/<model>/` (training), `embeddings/<model>{,_random,_mfcc}/`,
-`classifier/<model>{,_random,_mfcc}/`, `tsne/<model>/` and `report.md`.
+The folders under `out` are those of experiments/layout.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from audiocpc.errors import AudiocpcError
 from audiocpc.evaluation.probe import ProbeSettings
+from audiocpc.experiments.layout import SPLITS, ResultsLayout
+from audiocpc.fileio import atomic_write_json, atomic_write_text, read_json, sha256_file
 
 log = logging.getLogger("audiocpc")
 
-SPLITS = ("train", "test")
-FEATURE_SUFFIXES = {"cpc": "", "random": "_random", "mfcc": "_mfcc"}
 FEATURE_TITLES = {"cpc": "CPC", "random": "untrained (random init)", "mfcc": "MFCC mean+std"}
 
 
@@ -78,19 +80,13 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 class Experiment:
     """One `audiocpc run`: its options, and the stages of each model in order."""
 
     def __init__(self, options: RunOptions):
         self.options = options
         self.out = Path(options.out)
+        self.layout = ResultsLayout(self.out)
         self.embed_train = Path(options.embed_train or options.train_data)
         self.embed_test = Path(options.embed_test) if options.embed_test else None
         unknown = [b for b in options.baselines if b not in ("random", "mfcc")]
@@ -134,22 +130,28 @@ class Experiment:
         return configs
 
     def train_stage(self, config: Any, outcome: ModelOutcome) -> bool:
-        from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-        from audiocpc.presets import config_from_yaml_file
+        """Train, resume, or skip a finished run. What the folder holds is read from its
+        checkpoint, which carries its own configuration: config.yaml is only for people (an
+        empty, damaged or missing one changes nothing)."""
+        from audiocpc.presets import config_from_dict
+        from audiocpc.training.checkpoint import load_checkpoint
         from audiocpc.training.trainer import train
 
-        run_dir = outcome.run_dir
-        checkpoint = run_dir / CHECKPOINT_NAME
+        run = self.layout.run(outcome.model)
         resume = False
-        if checkpoint.exists() and not self.options.force:
-            stored = config_from_yaml_file(run_dir / "config.yaml").to_dict()
+        if run.holds_run() and not self.options.force:
+            try:
+                payload = load_checkpoint(run.checkpoint_path)
+                stored = config_from_dict(payload["config"]).to_dict()
+            except (AudiocpcError, TypeError, ValueError) as exc:
+                raise AudiocpcError(f"{exc}; add --force to retrain {run.path}, or use another "
+                                    "--out folder") from None
             changed = [k for k in _changed_keys(stored, config.to_dict())
                        if k != "train.epochs" and not k.startswith("output.")]
             if changed:
                 raise AudiocpcError(
-                    f"{run_dir} was trained with other settings ({', '.join(changed)}); "
+                    f"{run.path} was trained with other settings ({', '.join(changed)}); "
                     "add --force to retrain it, or use another --out folder")
-            payload = load_checkpoint(checkpoint)
             wanted_steps = config.train.epochs * config.train.steps_per_epoch
             if payload.get("finished") and int(payload.get("step", 0)) >= wanted_steps:
                 outcome.stages["train"] = "skipped"
@@ -163,139 +165,143 @@ class Experiment:
         outcome.stages["train"] = "ran"
         return True
 
-    def _embedding_current(self, folder: Path, split: str, data: Path, crops: Any,
-                           random_init: bool) -> bool:
-        info = _read_json(folder / f"{split}.json")
-        return (bool(info) and (folder / f"{split}.npy").is_file()
-                and info.get("data_dir") == str(data.resolve())
-                and info.get("crops") == crops and info.get("kind") == self.options.embedding_kind
-                and info.get("seed") == self.options.seed
-                and bool(info.get("random_init")) == random_init)
+    # Every later stage is current when the `inputs` its output recorded equal the inputs
+    # computed now from what is on disk (the checkpoint's content, the data folder's files,
+    # the embeddings' content, the settings): no rule depends on which stage ran before,
+    # so a run killed anywhere is finished correctly by running it again.
 
-    def embed_stage(self, outcome: ModelOutcome, upstream: bool) -> dict[str, bool]:
-        """Embeds the splits with the trained model and the random baseline; returns, per
-        feature set, whether it was (re)made."""
-        from audiocpc.evaluation.embed import default_crops, embed_folder
+    def _redo(self, recorded: dict[str, Any], expected: dict[str, Any]) -> bool:
+        return self.options.force or recorded.get("inputs") != expected
+
+    def embed_stage(self, config: Any, outcome: ModelOutcome) -> None:
+        """Embeds the splits with the trained model and the random baseline."""
+        from audiocpc.evaluation.embed import default_crops, embed_folder, embedding_inputs
+        from audiocpc.evaluation.store import EmbeddingSplit
+        from audiocpc.training.restore import model_identity
 
         opts = self.options
         variants = [("cpc", False)] + ([("random", True)] if "random" in opts.baselines else [])
-        remade = {"cpc": False, "random": False}
+        ran = False
         for split, data in (("train", self.embed_train), ("test", self.embed_test)):
             for feature, random_init in variants:
-                folder = self.feature_dir("embeddings", outcome.model, feature)
+                folder = self.layout.embeddings(outcome.model, feature)
                 if data is None:  # no test folder: an old run's test split must not be used
-                    for suffix in ("npy", "csv", "json"):
-                        (folder / f"{split}.{suffix}").unlink(missing_ok=True)
+                    EmbeddingSplit.remove(folder, split)
                     continue
                 crops = opts.crops_train if split == "train" else opts.crops_test
                 crops = default_crops(split) if crops is None else crops
-                if not (opts.force or upstream) and self._embedding_current(folder, split, data, crops,
-                                                                            random_init):
+                expected = embedding_inputs(
+                    model_identity(outcome.run_dir, random_init), data, config.data.extensions,
+                    split=split, crops=crops, kind=opts.embedding_kind, seed=opts.seed,
+                    label_mode=opts.label_mode, label_pattern=opts.label_pattern,
+                    labels_csv=opts.labels_csv)
+                if EmbeddingSplit.complete(folder, split) and not self._redo(
+                        EmbeddingSplit.read_info(folder, split), expected):
                     continue
                 log.info("[%s] embedding %s (%s) from %s", outcome.model, split, feature, data)
-                embed_folder(outcome.run_dir, data, split, crops=crops, kind=opts.embedding_kind,
-                             out=self.out, seed=opts.seed, label_mode=opts.label_mode,
+                embed_folder(outcome.run_dir, data, split, folder=folder, crops=crops,
+                             kind=opts.embedding_kind, seed=opts.seed, label_mode=opts.label_mode,
                              label_pattern=opts.label_pattern, labels_csv=opts.labels_csv,
                              random_init=random_init, progress=opts.progress)
-                remade[feature] = True
-        outcome.stages["embed"] = "ran" if any(remade.values()) else "skipped"
-        return remade
-
-    def mfcc_stage(self, outcome: ModelOutcome, upstream: bool) -> bool:
-        from audiocpc.evaluation.classify import has_split
-        from audiocpc.evaluation.mfcc import write_mfcc_embeddings
-
-        source = self.feature_dir("embeddings", outcome.model, "cpc")
-        target = self.feature_dir("embeddings", outcome.model, "mfcc")
-        ran = False
-        for split in SPLITS:
-            if not has_split(source, split):
-                for suffix in ("npy", "csv", "json"):
-                    (target / f"{split}.{suffix}").unlink(missing_ok=True)
-                continue
-            if self.options.force or upstream or not has_split(target, split):
-                log.info("[%s] MFCC baseline for the %s crops", outcome.model, split)
-                write_mfcc_embeddings(source, target, split)
                 ran = True
+        outcome.stages["embed"] = "ran" if ran else "skipped"
+
+    def mfcc_stage(self, outcome: ModelOutcome) -> None:
+        ran = refresh_mfcc(self.layout, outcome.model, force=self.options.force)
         outcome.stages["mfcc"] = "ran" if ran else "skipped"
-        return ran
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(standardize=self.options.standardize, pca_dim=self.options.pca_dim,
                              seed=self.options.seed)
 
-    def classify_stage(self, outcome: ModelOutcome, remade: dict[str, bool]) -> None:
-        from audiocpc.evaluation.classify import classify
+    def classify_stage(self, outcome: ModelOutcome) -> None:
+        from audiocpc.evaluation.classify import classify, classify_inputs
 
         opts = self.options
-        wanted = {k: v for k, v in asdict(self.probe_settings()).items() if k != "kind"}
         ran = False
         for feature in ["cpc", *opts.baselines]:
-            out_dir = self.feature_dir("classifier", outcome.model, feature)
-            old = _read_json(out_dir / "metrics.json")
-            current = (old.get("probe_settings") == wanted and list(old.get("probes", {})) == opts.probes
-                       and old.get("split", {}).get("mode") == ("test split" if self.embed_test else "by file")
-                       and (self.embed_test or old["split"].get("test_fraction") == opts.test_fraction))
-            if current and not (opts.force or remade.get(feature)):
+            embed_dir = self.layout.embeddings(outcome.model, feature)
+            out_dir = self.layout.classifier(outcome.model, feature)
+            expected = classify_inputs(embed_dir, opts.probes, self.probe_settings(),
+                                       opts.test_fraction, opts.seed)
+            if not self._redo(read_json(out_dir / "metrics.json"), expected):
                 continue
             log.info("[%s] classifying %s features (%s)", outcome.model, feature, ", ".join(opts.probes))
-            classify(self.feature_dir("embeddings", outcome.model, feature), out_dir, opts.probes,
-                     self.probe_settings(), opts.test_fraction, opts.seed)
+            classify(embed_dir, out_dir, opts.probes, self.probe_settings(), opts.test_fraction, opts.seed)
             ran = True
         outcome.stages["classify"] = "ran" if ran else "skipped"
 
-    def tsne_stage(self, outcome: ModelOutcome, upstream: bool) -> None:
-        from audiocpc.evaluation.tsne import held_out_files, tsne
+    def tsne_stage(self, outcome: ModelOutcome) -> None:
+        from audiocpc.evaluation.tsne import held_out_files, tsne, tsne_inputs
 
         opts = self.options
-        out_dir = self.feature_dir("tsne", outcome.model, "cpc")
-        old = _read_json(out_dir / f"{opts.tsne_method}.json")
-        current = (old.get("seed") == opts.seed and old.get("requested_points") == opts.tsne_points
-                   and old.get("perplexity") == opts.perplexity)
-        if current and not (opts.force or upstream):
+        embed_dir = self.layout.embeddings(outcome.model)
+        out_dir = self.layout.tsne(outcome.model)
+        # without a test folder the map marks the classifier's held-out files
+        held_out = held_out_files(self.layout.classifier(outcome.model) / "split.csv")
+        expected = tsne_inputs(embed_dir, opts.tsne_points, opts.perplexity, opts.seed,
+                               opts.tsne_method, held_out)
+        if not self._redo(read_json(out_dir / f"{opts.tsne_method}.json"), expected):
             outcome.stages["tsne"] = "skipped"
             return
         log.info("[%s] %s map of the embeddings", outcome.model, opts.tsne_method)
-        held_out = held_out_files(self.feature_dir("classifier", outcome.model, "cpc") / "split.csv")
-        tsne(self.feature_dir("embeddings", outcome.model, "cpc"), out_dir, opts.tsne_points,
-             opts.perplexity, opts.seed, opts.tsne_method, held_out)  # type: ignore[arg-type]
+        tsne(embed_dir, out_dir, opts.tsne_points, opts.perplexity, opts.seed,
+             opts.tsne_method, held_out)  # type: ignore[arg-type]
         outcome.stages["tsne"] = "ran"
-
-    def feature_dir(self, kind: str, model: str, feature: str) -> Path:
-        return self.out / kind / f"{model}{FEATURE_SUFFIXES[feature]}"
 
     # ------------------------------------------------------------------ all of it
 
     def run(self) -> Path:
         from audiocpc.evaluation.plots import cpc_curves_plot
-        from audiocpc.training.trainer import run_directory
 
         started = time.perf_counter()
         outcomes = []
         configs = self.configs()
         self.check_labels(sorted({e for c in configs for e in c.data.extensions}))
         for config in configs:
-            outcome = ModelOutcome(config.run_name, run_directory(config))
+            run = self.layout.run(config.run_name)
+            outcome = ModelOutcome(config.run_name, run.path)
             tick = time.perf_counter()
-            trained = self.train_stage(config, outcome)
-            cpc_curves_plot(outcome.run_dir, outcome.run_dir / "training_curves.png")
+            self.train_stage(config, outcome)
+            cpc_curves_plot(run.path, run.training_curves_path)
             tick = outcome.timed("train", tick)
-            remade = self.embed_stage(outcome, trained)
+            self.embed_stage(config, outcome)
             tick = outcome.timed("embed", tick)
             if "mfcc" in self.options.baselines:
-                remade["mfcc"] = self.mfcc_stage(outcome, remade["cpc"])
+                self.mfcc_stage(outcome)
                 tick = outcome.timed("mfcc", tick)
-            self.classify_stage(outcome, remade)
+            self.classify_stage(outcome)
             tick = outcome.timed("classify", tick)
-            # without a test folder the map marks the classifier's held-out files, so a new split redraws it
-            resplit = self.embed_test is None and outcome.stages["classify"].startswith("ran")
-            self.tsne_stage(outcome, remade["cpc"] or resplit)
+            self.tsne_stage(outcome)
             outcome.timed("tsne", tick)
             log.info("[%s] stages: %s", outcome.model,
                      ", ".join(f"{k} {v}" for k, v in outcome.stages.items()))
             outcomes.append(outcome)
         report = write_report(self, outcomes, time.perf_counter() - started)
         return report
+
+
+def refresh_mfcc(layout: ResultsLayout, model: str, force: bool = False) -> bool:
+    """Make the MFCC baseline of each split's CPC crops unless it is current (its recorded
+    inputs, the crops and their audio files, equal those on disk now); a split without CPC
+    embeddings loses its MFCC features too. Returns whether any split was (re)made."""
+    from audiocpc.evaluation.mfcc import mfcc_inputs, write_mfcc_embeddings
+    from audiocpc.evaluation.store import EmbeddingSplit
+
+    source, target = layout.embeddings(model, "cpc"), layout.embeddings(model, "mfcc")
+    ran = False
+    for split in SPLITS:
+        if not EmbeddingSplit.exists(source, split):
+            EmbeddingSplit.remove(target, split)
+            continue
+        expected = mfcc_inputs(source, split)
+        if (not force and EmbeddingSplit.complete(target, split)
+                and EmbeddingSplit.read_info(target, split).get("inputs") == expected):
+            continue
+        log.info("[%s] MFCC baseline for the %s crops", model, split)
+        write_mfcc_embeddings(source, target, split)
+        ran = True
+    return ran
 
 
 def run_experiments(options: RunOptions) -> Path:
@@ -323,8 +329,17 @@ def _cpc_summary(run_dir: Path) -> tuple[str, str, str]:
     return f"{last['loss']:.3f}", mean_acc, str(steps)
 
 
+def _sha256_or_none(path: Path) -> Optional[str]:
+    return sha256_file(path) if path.is_file() else None
+
+
 def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], seconds: float) -> Path:
-    opts, out = experiment.options, experiment.out
+    """report.md, and report.json with the identity of everything the report shows (the
+    checkpoint, and the content of each metrics.json and map JSON it was written from)."""
+    from audiocpc.training.restore import model_identity
+
+    opts, out, layout = experiment.options, experiment.out, experiment.layout
+    identities: dict[str, Any] = {}
     lines = ["# audiocpc experiment report", ""]
     split_text = (f"tested on `{experiment.embed_test}`" if experiment.embed_test else
                   f"no test folder: {opts.test_fraction:.0%} of the files of each class held out "
@@ -349,9 +364,15 @@ def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], secon
         loss, cpc_acc, epochs = _cpc_summary(outcome.run_dir)
         first = True
         links = []
+        identities[outcome.model] = {
+            "model": model_identity(outcome.run_dir),
+            "metrics": {feature: _sha256_or_none(layout.classifier(outcome.model, feature) / "metrics.json")
+                        for feature in ["cpc", *opts.baselines]},
+            "map": _sha256_or_none(layout.tsne(outcome.model) / f"{opts.tsne_method}.json"),
+        }
         for feature in ["cpc", *opts.baselines]:
-            folder = experiment.feature_dir("classifier", outcome.model, feature)
-            metrics = _read_json(folder / "metrics.json")
+            folder = layout.classifier(outcome.model, feature)
+            metrics = read_json(folder / "metrics.json")
             for probe, m in metrics.get("probes", {}).items():
                 lead = (f"{outcome.model} | {loss} | {cpc_acc}" if first else " | | ")
                 lines.append(f"| {lead} | {FEATURE_TITLES[feature]} | {probe} | "
@@ -364,10 +385,10 @@ def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], secon
                 if "curves_png" in m:
                     links.append(f"[{FEATURE_TITLES[feature]}, MLP curves]"
                                  f"({(folder / m['curves_png']).relative_to(out).as_posix()})")
-        tsne_dir = experiment.feature_dir("tsne", outcome.model, "cpc")
-        tsne_info = _read_json(tsne_dir / f"{opts.tsne_method}.json")
+        tsne_dir = layout.tsne(outcome.model)
+        tsne_info = read_json(tsne_dir / f"{opts.tsne_method}.json")
         section = [f"## {outcome.model}", ""]
-        curves = outcome.run_dir / "training_curves.png"
+        curves = layout.run(outcome.model).training_curves_path
         if curves.is_file():
             section += [f"CPC training ({epochs} epochs; final-epoch InfoNCE loss {loss}, "
                         f"mean accuracy over the k predicted steps {cpc_acc}):", "",
@@ -383,10 +404,10 @@ def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], secon
                     f"[{Path(p).stem}]({(tsne_dir / p).relative_to(out).as_posix()})"
                     for p in tsne_info["per_class"]))
                 section.append("")
-        cpc_metrics = _read_json(experiment.feature_dir("classifier", outcome.model, "cpc") / "metrics.json")
+        cpc_metrics = read_json(layout.classifier(outcome.model) / "metrics.json")
         if cpc_metrics.get("probes"):
             probe, m = next(iter(cpc_metrics["probes"].items()))
-            confusion = (experiment.feature_dir("classifier", outcome.model, "cpc") / m["confusion_png"])
+            confusion = (layout.classifier(outcome.model) / m["confusion_png"])
             section += [f"Confusion matrix (CPC, {probe}, rows = true class, normalised):", "",
                         f"![confusion]({confusion.relative_to(out).as_posix()})", "",
                         "Per-class precision / recall (CPC, " + probe + "):", "",
@@ -399,10 +420,9 @@ def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], secon
         section += [f"Stages this time: {', '.join(f'{k} {v}' for k, v in outcome.stages.items())}.", ""]
         sections += section
     lines += [""] + sections
-    report = out / "report.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines))
-    return report
+    atomic_write_json(layout.report_json, {"inputs": identities,
+                                           "stages": {o.model: o.stages for o in outcomes}})
+    return atomic_write_text(layout.report, "\n".join(lines))
 
 
 # ---------------------------------------------------------------- demo

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from audiocpc.errors import CheckpointError
+from audiocpc.fileio import atomic_path, stale_temporaries
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -36,36 +37,15 @@ def _test_save_stall(path: Path) -> None:
         time.sleep(float(delay))
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, flush it to disk, then rename it over
     the old checkpoint: a crash at any moment leaves either the old or the new file whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             torch.save({"format": FORMAT_VERSION, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
         _test_save_stall(path)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
+    for stale in stale_temporaries(path):  # left by a process killed mid-save
         stale.unlink(missing_ok=True)
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import io
 import logging
 import math
-import os
 import re
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from audiocpc.training.checkpoint import load_checkpoint, save_checkpoint
 from audiocpc.config import Config
 from audiocpc.data.corpus import CropSampler, load_corpus
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
@@ -34,10 +33,12 @@ from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, D
                                   local_cuda_index)
 from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
                              RunExistsError)
+from audiocpc.fileio import atomic_save_npy, atomic_write_text
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
 from audiocpc.training.validation import ValidationSet, split_corpus
 
@@ -45,20 +46,7 @@ log = logging.getLogger("audiocpc")
 
 
 def run_directory(config: Config) -> Path:
-    return Path(config.output.dir) / "cpc" / config.run_name
-
-
-# What a run writes into its folder; --force removes these (and only these) before it starts.
-RUN_OUTPUTS = (CHECKPOINT_NAME, "losses.npy", "history.csv", "data_report.json", "tensorboard")
-
-
-def remove_run_outputs(run_dir: Path) -> None:
-    for name in RUN_OUTPUTS:
-        target = run_dir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+    return RunFolder.for_config(config).path
 
 
 def describe_run(checkpoint_path: Path) -> str:
@@ -168,7 +156,8 @@ class Trainer:
         config = check_model_config(config)  # components resolved, so config.yaml is complete
         self.config = config
         self.data_dir = Path(data_dir)
-        self.run_dir = run_directory(config)
+        self.folder = RunFolder.for_config(config)
+        self.run_dir = self.folder.path
         self.progress = progress
         self.force = force
         self.dist = dist
@@ -218,8 +207,8 @@ class Trainer:
         return payload
 
     def _read_checkpoint_here(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
-        checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        if checkpoint_path.exists():
+        checkpoint_path = self.folder.checkpoint_path
+        if self.folder.holds_run():
             if resume:
                 return load_checkpoint(checkpoint_path)
             if not force:
@@ -275,7 +264,7 @@ class Trainer:
                 self.scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
-                f"{self.run_dir / CHECKPOINT_NAME} does not match this configuration ({exc}). "
+                f"{self.folder.checkpoint_path} does not match this configuration ({exc}). "
                 "Resume with the run's own config.yaml, or start over with --force.") from None
         self.step = int(payload["step"])
         self.history = list(payload.get("history", []))
@@ -336,7 +325,7 @@ class Trainer:
             payload = self._payload(finished)
             if rank_rng is not None:
                 payload["rng"]["ranks"] = rank_rng
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
+            save_checkpoint(self.folder.checkpoint_path, payload)
         self.last_saved_step = self.step
 
     # ------------------------------------------------------------------ loop
@@ -445,29 +434,26 @@ class Trainer:
         log.warning(problem)
 
     def _write_history(self) -> None:
-        # temporary files renamed into place: a kill mid-write never leaves half a file
-        losses_tmp = self.run_dir / ".losses.npy.tmp"
-        with open(losses_tmp, "wb") as handle:
-            np.save(handle, np.array([h["loss"] for h in self.history], dtype=np.float32))
-        os.replace(losses_tmp, self.run_dir / "losses.npy")
+        # atomic writes: a kill mid-write never leaves half a file
+        atomic_save_npy(self.folder.losses_path,
+                        np.array([h["loss"] for h in self.history], dtype=np.float32))
         keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
         for record in self.history:
             keys += [k for k in record if k not in keys]
-        history_tmp = self.run_dir / ".history.csv.tmp"
-        with open(history_tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys, restval="")
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(history_tmp, self.run_dir / "history.csv")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.folder.history_path, table.getvalue())
 
     def _scan_data(self) -> None:
         """Scan the data folder (cached), write data_report.json, stop if nothing is usable."""
-        from audiocpc.data.scan import REPORT_NAME, scan_folder
+        from audiocpc.data.scan import scan_folder
 
         report = scan_folder(self.data_dir, self.config.data,
                              progress=self.progress and self.dist.is_main)
         if self.dist.is_main:
-            path = report.write(self.run_dir / REPORT_NAME)
+            path = report.write(self.folder.data_report_path)
             log.info("data: %s (details in %s)", report.summary_lines()[0], path)
             if report.silent:
                 log.info("data: %d silent file(s), still used", len(report.silent))
@@ -481,8 +467,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.force and self._resume_payload is None:
-                remove_run_outputs(self.run_dir)  # nothing of the old run is left to resume
-            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+                self.folder.clear()  # nothing of the old run is left to resume
+            atomic_write_text(self.folder.config_path, cfg.to_yaml())
         self._scan_data()
         corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples,
                              progress=self.progress and self.dist.is_main)
@@ -598,7 +584,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the optional `tensorboard` extra is not installed
             return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
+        return SummaryWriter(str(self.folder.tensorboard_dir))
 
 
 def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: bool = False,
