@@ -19,7 +19,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_config_options(parser: argparse.ArgumentParser, preset_default: Optional[str] = "1dconv_gru") -> None:
     parser.add_argument("--preset", default=preset_default,
-                        help="built-in preset name or a YAML file (see `audiocpc config list`)")
+                        help="built-in preset name, a YAML file, or auto (chosen from the files' durations; "
+                             "see `audiocpc config list`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set train.lr=2e-4 (repeatable)")
 
@@ -49,7 +50,13 @@ def _train_config(args: argparse.Namespace):  # -> Config
         overrides.append(f"output.name={args.name}")
     if args.out:
         overrides.append(f"output.dir={args.out}")
-    return load_config(args.preset, overrides)
+    preset = args.preset
+    if preset == "auto":
+        from audiocpc.data.auto_preset import choose_preset
+
+        preset, reason = choose_preset(args.data)
+        print(reason, file=sys.stderr)
+    return load_config(preset, overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -119,9 +119,16 @@ class Experiment:
         from audiocpc.models.checks import check_model_config
         from audiocpc.presets import load_config
 
+        models = list(self.options.models)
+        if "auto" in models:  # chosen from the training files' durations
+            from audiocpc.data.auto_preset import choose_preset
+
+            chosen, reason = choose_preset(self.options.train_data)
+            log.info(reason)
+            models = [chosen if m == "auto" else m for m in models]
         configs = [check_model_config(load_config(m, [*self.options.overrides,
                                                       f"output.dir={self.out}"]))
-                   for m in self.options.models]
+                   for m in models]
         names = [c.run_name for c in configs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
