@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from audiocpc.data.audio import relative_name
 from audiocpc.config import Config, window_samples
-from audiocpc.data.corpus import load_corpus
+from audiocpc.data.corpus import NO_JOIN
 from audiocpc.errors import ConfigError
-from audiocpc.data.labels import assign_labels, label_rule
+from audiocpc.data.labels import label_rule
 from audiocpc.models import CPCModel
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.scan import scan_folder
@@ -317,14 +317,15 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     crop = crop_length(config)
     sr = config.data.desired_sr
     root = Path(data_dir)
-    report = scan_folder(root, config.data, crop, progress=progress)  # cached; one-line reasons
+    # the one data path; each file on its own (data.join is for training crops only)
+    report = scan_folder(root, config.data, crop, progress=progress, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
-    corpus = load_corpus(root, config.data, min_samples=crop, progress=progress)
+    corpus = report.corpus(labels=rule)
     names = [relative_name(p, root) for p in corpus.paths]
-    file_labels = assign_labels(names, rule)
+    file_labels = corpus.labels
     grid = model.window or 1
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
-    waves = [corpus.wave(i) for i in range(len(corpus))]
+    waves = corpus.waves()  # opened on demand: no open file per recording
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}")
     counts = [len(s) for s in starts]

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from audiocpc.config import Config
-from audiocpc.data.corpus import CropSampler, load_corpus
+from audiocpc.data.corpus import AudioCorpus, CropSampler
+from audiocpc.data.labels import training_label_rule
+from audiocpc.data.scan import REPORT_NAME, scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
@@ -400,18 +402,22 @@ class Trainer:
             writer.writerows(self.history)
         os.replace(history_tmp, self.run_dir / "history.csv")
 
-    def _scan_data(self) -> None:
-        """Scan the data folder (cached), write data_report.json, stop if nothing is usable."""
-        from audiocpc.data.scan import REPORT_NAME, scan_folder
-
-        report = scan_folder(self.data_dir, self.config.data,
-                             progress=self.progress and self.dist.is_main)
+    def _load_data(self) -> AudioCorpus:
+        """The one data path: scan the folder (cached), write data_report.json, stop if
+        nothing is usable, and make the corpus (labels and joined sequences) from the scan."""
+        data = self.config.data
+        report = scan_folder(self.data_dir, data, progress=self.progress and self.dist.is_main)
         if self.dist.is_main:
             path = report.write(self.run_dir / REPORT_NAME)
-            log.info("data: %s (details in %s)", report.summary_lines()[0], path)
+            lines = report.summary_lines()
+            log.info("data: %s (details in %s)", lines[0], path)
+            for line in lines[1:]:
+                if line.startswith("joined"):
+                    log.info("data: %s", line)
             if report.silent:
                 log.info("data: %d silent file(s), still used", len(report.silent))
-        report.check(self.config.data.on_bad_file)
+        report.check(data.on_bad_file)
+        return report.corpus(labels=training_label_rule(data))
 
     def fit(self) -> TrainResult:
         cfg = self.config
@@ -423,11 +429,11 @@ class Trainer:
             if self.force and self._resume_payload is None:
                 remove_run_outputs(self.run_dir)  # nothing of the old run is left to resume
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
-        self._scan_data()
-        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples,
-                             progress=self.progress and self.dist.is_main)
+        corpus = self._load_data()
         if self.dist.is_main:
-            log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
+            joined = (f" joined into {len(corpus.sequence_lengths)} sequences (data.join="
+                      f"{corpus.join})" if corpus.join != "none" else "")
+            log.info("training on %d files%s (%.1f min of audio) from %s", len(corpus), joined,
                      corpus.total_seconds / 60, self.data_dir)
             log.info(self.batch_summary())
         sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, cfg.train.seed,
