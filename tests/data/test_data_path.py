@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiocpc import load_config  # public name: stays valid across the config split
 from audiocpc.cli import main
-from audiocpc.config import load_config
 from audiocpc.data import cache as cache_module
 from audiocpc.data.corpus import CropSampler
 from audiocpc.data.labels import training_label_rule
@@ -111,7 +111,7 @@ def _error_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
 @pytest.mark.parametrize("content", ["unreadable", "none"])
 def test_one_message_for_an_unusable_folder(content: str, tiny_run: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """train, embed and check-data stop at the same one line for a folder with nothing
+    """train, embed, check-data and run stop at the same one line for a folder with nothing
     usable in it (all files unreadable, or no audio files at all)."""
     folder = tmp_path / "data"
     folder.mkdir()
@@ -126,6 +126,8 @@ def test_one_message_for_an_unusable_folder(content: str, tiny_run: Path, tmp_pa
                   str(tmp_path / "out"), "--quiet"],
         "embed": ["embed", str(tiny_run), "--data", str(folder), "--split", "test", "--out",
                   str(tmp_path / "emb"), "--quiet"],
+        "run": ["run", "--models", "1dconv_tiny", "--train-data", str(folder), "--out",
+                str(tmp_path / "run"), "--quiet"],
     }
     messages = {}
     for name, args in commands.items():

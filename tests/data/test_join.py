@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiocpc import load_config  # public name: stays valid across the config split
 from audiocpc.cli import main
-from audiocpc.config import load_config
 from audiocpc.data.corpus import CropSampler
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.scan import scan_folder
@@ -72,6 +72,25 @@ def test_no_crop_crosses_a_group_boundary_and_every_file_is_used(join: list[str]
             assert signs.size == 1, f"step {step}: a crop mixes groups a and b"
             seen |= {round(float(v), 3) for v in np.unique(crop)}
     assert seen == {round(v, 3) for values in VALUES.values() for v in values}  # every file
+
+
+def test_group_mode_without_any_group_says_how_to_give_one(tmp_path: Path) -> None:
+    # FSDD-like names have no leading word for the `auto` rule: nothing would be joined
+    report = scan_folder(_constant_clips(tmp_path / "clips"), _data(tmp_path, "data.join=group"),
+                         progress=False)
+    with pytest.raises(Exception, match=r"no file .* has a group .*data.join_pattern") as error:
+        report.check()
+    assert "\n" not in str(error.value)
+
+
+def test_embedding_uses_each_file_alone_and_gives_no_join_hint(tmp_path: Path) -> None:
+    from audiocpc.data.corpus import NO_JOIN
+
+    data = _data(tmp_path, *GROUP_BY_NAME)
+    report = scan_folder(_constant_clips(tmp_path / "clips"), data, progress=False, join=NO_JOIN)
+    with pytest.raises(Exception, match="longer than every file") as error:
+        report.check()
+    assert "data.join" not in str(error.value)
 
 
 def test_a_gap_of_silence_between_joined_clips(tmp_path: Path) -> None:

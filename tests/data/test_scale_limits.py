@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiocpc import load_config  # public name: stays valid across the config split
 from audiocpc.cli import main
-from audiocpc.config import load_config
 from audiocpc.data import cache as cache_module
 from audiocpc.data.cache import STALE_TEMP_SECONDS, AudioCache
 from audiocpc.data.scan import scan_folder

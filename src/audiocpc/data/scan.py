@@ -80,6 +80,7 @@ class DataReport:
     min_samples: int = 0
     extensions: tuple[str, ...] = ()
     join_plan: Join = field(default=NO_JOIN, repr=False, compare=False)
+    joinable: bool = True  # whether data.join applies here (training) or not (embedding)
 
     @property
     def distinct(self) -> list[FileReport]:
@@ -221,11 +222,20 @@ class DataReport:
         crop = min_samples / self.desired_sr
         if join.mode == "none":
             longest = max(readable, key=lambda f: f.duration)
+            # embedding never joins (joining is for training crops): no join hint there
+            hint = (", or join short clips into sequences (data.join=group or all)"
+                    if self.joinable else "")
             return ConfigError(
                 f"data.full_duration: a crop of {crop:.3f} s is longer than every file "
                 f"below {self.root}; the longest, {longest.file}, has {longest.duration:.3f} s. "
                 "Lower data.full_duration (keeping full_duration*desired_sr/(T+k) whole), add "
-                "longer files, or join short clips into sequences (data.join=group or all).")
+                f"longer files{hint}.")
+        if join.mode == "group" and not any(join.groups([self._name(f) for f in readable])):
+            return ConfigError(
+                f"data.join_by: no file below {self.root} has a group ({join.rule.mode if join.rule else ''} "
+                "groups), so no clips are joined. Set data.join_pattern (a regex with a named "
+                "group 'group', e.g. '_(?P<group>[a-z]+)_' for 7_jackson_32.wav), "
+                "data.join_by=folder or data.join_csv, or use data.join=all.")
         plans = self._sequences(join)
         members = max(plans, key=lambda seq: join.length([self.files[i].samples for i in seq]))
         seconds = join.length([self.files[i].samples for i in members]) / self.desired_sr
@@ -307,6 +317,11 @@ class DataReport:
             log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration)%s: %s",
                         len(corpus.skipped_short), min_samples / self.desired_sr, where,
                         _listing([relative_name(p, root) for p in corpus.skipped_short]))
+        if join.mode == "group":
+            alone = [f for f in self.files if f.usable and f.group == ""]
+            if alone:
+                log.warning("%d file(s) have no group (data.join_by=%s) and are not joined: %s",
+                            len(alone), join.rule.mode if join.rule else "", _listing([f.file for f in alone]))
         if self.duplicates:
             log.info("%d duplicate link(s) to files already listed, each used once",
                      len(self.duplicates))
@@ -390,6 +405,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     a bad file; a missing folder is a ConfigError."""
     root = Path(root)
     min_samples = data.crop_samples if min_samples is None else min_samples
+    join_from_config = join is None
     join = Join.from_config(data) if join is None else join
     paths = discover_audio_files(root, data.extensions)
     cache = AudioCache(data.cache_dir)
@@ -460,7 +476,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
             log.debug("could not write the scan cache %s: %s", cache_file, exc)
     report = DataReport(str(root), sr, min_samples / sr, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),
-                        join_plan=join)
+                        join_plan=join, joinable=join_from_config)
     report._mark_usable()
     return report
 
