@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from audiocpc import load_config
-from audiocpc.data.corpus import CropSampler, batch_stream, load_corpus
+from audiocpc.data.corpus import CropSampler, batch_stream
+from audiocpc.data.scan import scan_folder
 from audiocpc.data.synthetic import make_demo_dataset
 from audiocpc.evaluation.embed import crop_length, crop_starts, embed_crops
 from audiocpc.training.flops import count_training_flops
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                      f"train.mixed_precision={precision}", f"train.device={args.device}",
                      *args.overrides]
         cfg = load_config(args.preset, overrides)
-        corpus = load_corpus(data_dir, cfg.data, cfg.data.crop_samples, progress=False)
+        corpus = scan_folder(data_dir, cfg.data, progress=False).corpus()
         trainer = Trainer(cfg, data_dir, force=True, progress=False)
         data_rate = bench_data(corpus, cfg, args.intervals)
         steps, gflop = bench_training(trainer, corpus, args.warmup, args.intervals, args.steps)

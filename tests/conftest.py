@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+# beside the repository (../shared/data/fsdd); AUDIOCPC_FSDD points elsewhere (e.g. from a worktree)
+FSDD = Path(os.environ.get("AUDIOCPC_FSDD") or
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd")
 
 
 @pytest.fixture(autouse=True)

@@ -221,6 +221,8 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     if args.all:
         for f in report.files:
             state = ("usable" if f.usable else "too short") if f.readable else f"unreadable: {f.reason}"
+            if f.duplicate_of is not None:
+                state = f"duplicate of {f.duplicate_of} (counted once)"
             facts = (f"{f.sample_rate} Hz, {f.channels} ch, {f.duration:.3f} s, "
                      if f.readable else "")
             print(f"{f.file}: {facts}{state}{', silent' if f.silent else ''}")

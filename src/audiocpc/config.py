@@ -62,6 +62,23 @@ class DataConfig(Section):
     )
     label_pattern: Optional[str] = Field(None, description="regex with a group 'label' (labels: regex)")
     labels_csv: Optional[str] = Field(None, description="file,label table (labels: csv)")
+    join: Literal["none", "group", "all"] = Field(
+        "none", description="join short clips into longer sequences that training crops are "
+        "cut from: none = each file on its own; group = the files of one group (data.join_by) "
+        "in file order; all = every file of the folder. Embedding always uses each file alone"
+    )
+    join_by: Literal["auto", "folder", "regex", "csv"] = Field(
+        "auto", description="the group of a file for data.join=group, with the same modes as "
+        "data.labels (a join_pattern implies regex, a join_csv implies csv)"
+    )
+    join_pattern: Optional[str] = Field(
+        None, description="regex with a named group 'group' searched in the file name, "
+        "e.g. '_(?P<group>[a-z]+)_' for 7_jackson_32.wav (join_by: regex)"
+    )
+    join_csv: Optional[str] = Field(None, description="file,group table (join_by: csv)")
+    join_gap_seconds: float = Field(
+        0.0, ge=0, description="silence inserted between joined clips, in seconds"
+    )
 
     @property
     def crop_samples(self) -> int:

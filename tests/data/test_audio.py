@@ -12,8 +12,9 @@ import soundfile as sf
 
 from audiocpc.data.audio import discover_audio_files, read_audio
 from audiocpc import load_config
-from audiocpc.data.corpus import CropSampler, load_corpus
-from audiocpc.errors import ConfigError, NoUsableAudioError
+from audiocpc.data.corpus import CropSampler
+from audiocpc.data.scan import scan_folder
+from audiocpc.errors import ConfigError
 
 
 def _tone(seconds: float, sr: int, freq: float = 440.0) -> np.ndarray:
@@ -54,7 +55,7 @@ def test_corpus_resamples_every_rate_and_skips_short_files(
         mixed_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = load_config("1dconv_tiny", ["data.extensions=[wav, flac]"])  # 1 s crops at 8 kHz
     with caplog.at_level(logging.WARNING, logger="audiocpc"):
-        corpus = load_corpus(mixed_folder, cfg.data, cfg.data.crop_samples, progress=False)
+        corpus = scan_folder(mixed_folder, cfg.data, progress=False).corpus()
     names = sorted(p.name for p in corpus.paths)
     assert names == ["mono8k.flac", "stereo44k.wav"]
     lengths = dict(zip((p.name for p in corpus.paths), corpus.lengths.tolist()))
@@ -67,8 +68,12 @@ def test_corpus_resamples_every_rate_and_skips_short_files(
 
 def test_no_usable_file_is_a_clear_error(mixed_folder: Path) -> None:
     cfg = load_config("1dconv_tiny", ["data.full_duration=10.0"])
-    with pytest.raises(NoUsableAudioError, match="longest file has 3.000 s"):
-        load_corpus(mixed_folder, cfg.data, cfg.data.crop_samples, progress=False)
+    report = scan_folder(mixed_folder, cfg.data, progress=False)
+    with pytest.raises(ConfigError, match="the longest, stereo44k.wav, has 3.000 s") as checked:
+        report.check()
+    with pytest.raises(ConfigError) as made:  # the corpus says it with the same one message
+        report.corpus()
+    assert str(made.value) == str(checked.value) and "\n" not in str(checked.value)
 
 
 def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
@@ -78,7 +83,7 @@ def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
 
 def test_crops_are_seeded_per_step_and_rank(tone_dir: Path) -> None:
     cfg = load_config("1dconv_tiny")
-    corpus = load_corpus(tone_dir, cfg.data, cfg.data.crop_samples, progress=False)
+    corpus = scan_folder(tone_dir, cfg.data, progress=False).corpus()
     sampler = CropSampler(corpus, cfg.data.crop_samples, 4, seed=3)
     first, again = sampler.batch(7), sampler.batch(7)
     assert first.shape == (4, cfg.data.crop_samples) and np.array_equal(first, again)

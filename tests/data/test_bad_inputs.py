@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from audiocpc.data.audio import read_audio
 from audiocpc import load_config
-from audiocpc.data.corpus import load_corpus
 from audiocpc.errors import AudioReadError, NoUsableAudioError
 from audiocpc.data.scan import scan_folder
 
@@ -153,7 +152,7 @@ def _check_skipped(folder: Path, tmp: Path, bad: list[str], reason: str) -> None
         assert "\n" not in by_name[name].reason
     assert sorted(f.file for f in report.usable) == list(GOOD)
     assert report.summary()["unreadable"] == len(bad)
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     assert sorted(p.name for p in corpus.paths) == list(GOOD)
     assert sorted(p.name for p, _ in corpus.bad_files) == sorted(Path(b).name for b in bad)
 
@@ -172,7 +171,7 @@ def _usable_report(folder: Path, tmp: Path, name: str):
     report = scan_folder(folder, data, progress=False)
     entry = {f.file: f for f in report.files}[name]
     assert entry.readable and entry.usable and entry.reason is None
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     assert len(corpus) == len(GOOD) + 1 and not corpus.bad_files
     return report, entry, corpus
 
@@ -238,7 +237,7 @@ def test_very_long_file_name_is_read(tmp_path: Path) -> None:
     data = _data_config(tmp_path)
     report = scan_folder(folder, data, progress=False)
     assert len(report.usable) == len(GOOD) + 1
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     assert (deep / name) in corpus.paths
 
 
@@ -248,7 +247,7 @@ def test_file_deleted_between_scan_and_use(tmp_path: Path) -> None:
     data = _data_config(tmp_path)
     assert len(scan_folder(folder, data, progress=False).usable) == len(GOOD) + 1
     (folder / "vanishing.wav").unlink()  # after the scan, before training decodes it
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     assert sorted(p.name for p in corpus.paths) == list(GOOD)
     # the scan found it (discovery happened before), so it is reported, not silently lost
     with pytest.raises(AudioReadError, match="file not found"):
@@ -261,20 +260,20 @@ def test_file_deleted_between_scan_and_use(tmp_path: Path) -> None:
 def test_decoded_copy_removed_during_training_is_decoded_again(tmp_path: Path) -> None:
     folder = _good_folder(tmp_path / "data")
     data = _data_config(tmp_path)
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     expected = [np.array(corpus.wave(i)) for i in range(len(corpus))]
-    fresh = load_corpus(folder, data, data.crop_samples, progress=False)  # nothing opened yet
+    fresh = scan_folder(folder, data, progress=False).corpus()  # nothing opened yet
     for entry in fresh.entries:
         entry.unlink()  # someone clears the cache mid-run
     for i, wave in enumerate(expected):
         np.testing.assert_array_equal(fresh.wave(i), wave)
 
-    gone = load_corpus(folder, data, data.crop_samples, progress=False)
+    gone = scan_folder(folder, data, progress=False).corpus()
     gone.entries[1].unlink()
     (folder / GOOD[1]).unlink()  # and the source is gone too: a clear error, not a traceback
     with pytest.raises(NoUsableAudioError, match=r"good_b.wav: its decoded copy .* vanished.*"
                                                  r"file not found"):
-        gone.wave(1)  # files are opened when first used
+        gone.wave(1)  # files are opened on demand: the error comes when it is needed
 
 
 def test_a_changed_file_is_scanned_again(tmp_path: Path) -> None:
@@ -313,7 +312,7 @@ def test_unreadable_file_permission_denied(tmp_path: Path) -> None:
 def _permission_probe(folder: Path, cache: Path) -> dict:
     data = load_config("1dconv_tiny", [f"data.cache_dir={cache}"]).data
     report = scan_folder(folder, data, progress=False)
-    corpus = load_corpus(folder, data, data.crop_samples, progress=False)
+    corpus = scan_folder(folder, data, progress=False).corpus()
     return {"reason": {f.file: f.reason for f in report.files}["locked.wav"],
             "usable": sorted(f.file for f in report.usable),
             "corpus": sorted(p.name for p in corpus.paths)}

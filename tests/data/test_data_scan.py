@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiocpc.data.cache import AudioCache
+from audiocpc.data import cache as cache_module
 from audiocpc.cli import main
 from audiocpc import load_config
 from audiocpc.errors import ConfigError
@@ -81,14 +81,14 @@ def test_scan_is_cached_by_path_size_and_mtime(mixed: Path, tmp_path: Path,
     data = load_config("1dconv_tiny", [f"data.cache_dir={tmp_path / 'cache'}"]).data
     first = scan_folder(mixed, data, progress=False)
 
-    decoded: list[str] = []
-    real_load = AudioCache.load
+    decoded: list[str] = []  # decodes, not cache requests
+    real_read = cache_module.read_audio_with_facts
 
-    def counting_load(self: AudioCache, path, sample_rate):
+    def counting_read(path, sample_rate):
         decoded.append(Path(path).name)
-        return real_load(self, path, sample_rate)
+        return real_read(path, sample_rate)
 
-    monkeypatch.setattr(AudioCache, "load", counting_load)
+    monkeypatch.setattr(cache_module, "read_audio_with_facts", counting_read)
     second = scan_folder(mixed, data, progress=False)
     assert decoded == [] and second.to_dict() == first.to_dict()
 

@@ -10,7 +10,9 @@ import pytest
 import soundfile as sf
 
 from audiocpc import load_config
-from audiocpc.data.corpus import CropSampler, load_corpus
+from audiocpc.data.corpus import CropSampler
+from audiocpc.data.labels import training_label_rule
+from audiocpc.data.scan import scan_folder
 from audiocpc.errors import ConfigError
 from audiocpc.training.trainer import train
 
@@ -36,7 +38,7 @@ def _dominant_hz(crop: np.ndarray) -> float:
 
 def test_crops_carry_their_files_labels(two_speakers: Path) -> None:
     cfg = load_config("cpc_tiny", ["data.labels=folder"])
-    corpus = load_corpus(two_speakers, cfg.data, cfg.data.crop_samples, progress=False)
+    corpus = scan_folder(two_speakers, cfg.data, progress=False).corpus(labels=training_label_rule(cfg.data))
     assert corpus.classes == ["high", "low"]
     sampler = CropSampler(corpus, cfg.data.crop_samples, 6, seed=0)
     for step in range(5):

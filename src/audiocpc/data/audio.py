@@ -11,6 +11,7 @@ import os
 import re
 import stat as statmod
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -51,6 +52,13 @@ def discover_audio_files(root: str | Path, extensions: Iterable[str]) -> list[Pa
     return sorted(found)
 
 
+def audio_facts(path: str | Path) -> "AudioFacts":
+    """The header facts of a file without decoding it."""
+    info = audio_info(path)
+    return AudioFacts(int(info.samplerate), int(info.channels), f"{info.format} {info.subtype}",
+                      int(info.frames))
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     check_readable(path)
     try:
@@ -81,9 +89,9 @@ def read_failure_reason(exc: BaseException) -> str:
     return f"cannot decode audio: {text}"
 
 
-def check_readable(path: str | Path) -> int:
-    """Size in bytes of a regular, non-empty file that can be opened, or AudioReadError
-    with the reason (missing, broken or looping link, no permission, not a file, empty)."""
+def readable_stat(path: str | Path) -> os.stat_result:
+    """The stat of a regular, non-empty file (following links), or AudioReadError with the
+    reason (missing, broken or looping link, not a file, empty). One system call."""
     path = Path(path)
     try:
         stat = os.stat(path)
@@ -97,6 +105,13 @@ def check_readable(path: str | Path) -> int:
         raise AudioReadError(path, "not a regular file")
     if stat.st_size == 0:
         raise AudioReadError(path, "empty file (0 bytes)")
+    return stat
+
+
+def check_readable(path: str | Path) -> int:
+    """Size in bytes of a regular, non-empty file that can be opened, or AudioReadError
+    with the reason (missing, broken or looping link, no permission, not a file, empty)."""
+    stat = readable_stat(path)
     try:
         with open(path, "rb"):
             pass
@@ -144,16 +159,39 @@ def wav_truncation(path: str | Path, size: int) -> Optional[str]:
 LOWEST_RATE, HIGHEST_RATE = 100, 2_000_000
 
 
+@dataclass(frozen=True)
+class AudioFacts:
+    """What a file's header says, read in the same pass that decodes it."""
+
+    sample_rate: int
+    channels: int
+    format: str  # e.g. "WAV PCM_16"
+    frames: int  # at the file's own rate
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
 def read_audio(path: str | Path, target_sr: int) -> np.ndarray:
     """Decode a file to float32 mono at `target_sr`. Any problem with the file, whatever
     its bytes, is raised as AudioReadError with a one-line reason."""
+    return read_audio_with_facts(path, target_sr)[0]
+
+
+def read_audio_with_facts(path: str | Path, target_sr: int) -> tuple[np.ndarray, AudioFacts]:
+    """`read_audio`, plus the header facts from the same open (no second look at the file)."""
     size = check_readable(path)
     truncated = wav_truncation(path, size)
     if truncated:
         raise AudioReadError(path, truncated)
     try:
         # a bytes path: names that are not valid UTF-8 still open
-        data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(os.fsencode(path)) as handle:
+            facts = AudioFacts(int(handle.samplerate), int(handle.channels),
+                               f"{handle.format} {handle.subtype}", int(handle.frames))
+            data = handle.read(dtype="float32", always_2d=True)
+        sr = facts.sample_rate
     except Exception as exc:
         raise AudioReadError(path, read_failure_reason(exc)) from None
     if data.shape[1] == 0:
@@ -168,7 +206,7 @@ def read_audio(path: str | Path, target_sr: int) -> np.ndarray:
             mono = soxr.resample(mono, sr, target_sr, quality="HQ")
         except Exception as exc:
             raise AudioReadError(path, f"cannot resample from {sr} Hz: {exc}") from None
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), facts
 
 
 def relative_name(path: str | Path, root: str | Path) -> str:
@@ -189,8 +227,12 @@ class Standardized:
     """A recording scaled to zero mean and unit variance, computed on the slices taken from
     it (a memory-mapped file is never copied whole). Slicing it like an array gives float32."""
 
-    def __init__(self, wave: np.ndarray):
+    def __init__(self, wave: np.ndarray, mean: Optional[float] = None,
+                 scale: Optional[float] = None):
         self.base = wave
+        if mean is not None and scale is not None:  # measured before
+            self.mean, self.scale = mean, scale
+            return
         total = total_sq = 0.0
         for first in range(0, wave.shape[0], _STATS_BLOCK):  # float64 sums, bounded memory
             block = np.asarray(wave[first : first + _STATS_BLOCK], dtype=np.float64)

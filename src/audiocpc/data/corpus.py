@@ -1,8 +1,15 @@
-"""Training data: a corpus of decoded files and a seeded sampler of CPC crops.
+"""Training data: a corpus of decoded files, joined into sequences, and a seeded sampler of
+CPC crops.
 
-`load_corpus` decodes every file once into the cache (in parallel, with a progress bar),
-skips files that are unreadable or shorter than a crop with one warning each kind, and
-keeps only the paths of memory-mapped arrays, so worker processes open them cheaply.
+A corpus is made by `DataReport.corpus` (data/scan.py) from one scan of the folder: the
+usable files, their decoded copies in the cache, their labels, and the sequences crops are
+cut from. Without data.join every file is its own sequence; with data.join=group or all,
+short clips are joined (in file order, optionally with silence between them) into longer
+sequences, as an index of (file, offset) segments: no audio is copied. A crop never crosses
+a sequence's end, so it never mixes two groups.
+
+The decoded copies are memory-mapped on demand through a small LRU (`open_files` maps,
+default 64), so a corpus of any number of files keeps a bounded number of files open.
 
 The crops of training step s are drawn from `numpy.random.default_rng([seed, 0, s])`:
 the batch of a step does not depend on what came before, so a resumed run sees exactly the
@@ -14,31 +21,78 @@ different crops, and a step's global batch is the same for any number of process
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm.auto import tqdm
 
-from audiocpc.data.audio import (Standardized, audio_info, discover_audio_files,
-                                 read_failure_reason, relative_name)
-from audiocpc.data.cache import AudioCache
+from audiocpc.data.audio import Standardized
 from audiocpc.config import DataConfig
+from audiocpc.data.cache import AudioCache
+from audiocpc.data.labels import UNLABELLED, LabelRule, join_group_rule
 from audiocpc.errors import AudioReadError, NoUsableAudioError
 
 log = logging.getLogger("audiocpc")
 
-SHOWN_NAMES = 5  # how many file names a warning lists
+OPEN_FILES = 64  # decoded copies a corpus keeps memory-mapped at once (per process)
+JoinMode = Literal["none", "group", "all"]
+
+
+@dataclass(frozen=True)
+class Join:
+    """How files become the sequences crops are drawn from."""
+
+    mode: JoinMode = "none"
+    rule: Optional[LabelRule] = None  # the group of a file, for mode "group"
+    gap_samples: int = 0  # silence between joined files
+
+    @classmethod
+    def from_config(cls, data: DataConfig) -> "Join":
+        gap = int(round(data.join_gap_seconds * data.desired_sr))
+        return cls(data.join, join_group_rule(data), gap)
+
+    def groups(self, names: Sequence[str]) -> list[str]:
+        """The group of each file ("" = none: with mode "group" such a file stays alone)."""
+        if self.mode == "group":
+            assert self.rule is not None
+            return [self.rule.label(n) for n in names]
+        return ["all" if self.mode == "all" else UNLABELLED for _ in names]
+
+    def sequences(self, names: Sequence[str], lengths: Sequence[int]) -> list[list[int]]:
+        """The files (indices into `names`, in their order) of each sequence. Sequences come
+        in the order of their first file, so the plan is the same on every run."""
+        if self.mode == "none":
+            return [[i] for i in range(len(names))]
+        members: dict[str, list[int]] = {}
+        alone: list[list[int]] = []
+        order: list[list[int]] = []
+        for i, group in enumerate(self.groups(names)):
+            if group == UNLABELLED:
+                alone.append([i])
+                order.append(alone[-1])
+            elif group in members:
+                members[group].append(i)
+            else:
+                members[group] = [i]
+                order.append(members[group])
+        return order
+
+    def length(self, file_lengths: Sequence[int]) -> int:
+        """Samples in a sequence of files of these lengths (gaps only between files)."""
+        return int(sum(file_lengths)) + self.gap_samples * max(len(file_lengths) - 1, 0)
+
+
+NO_JOIN = Join()
 
 
 @dataclass
 class AudioCorpus:
-    """Decoded files at one sample rate, kept as memory-mapped cache entries."""
+    """Decoded files at one sample rate, kept as cache entries and opened on demand, and
+    the sequences (runs of files) that training crops are cut from."""
 
     root: Path
     sample_rate: int
@@ -47,31 +101,66 @@ class AudioCorpus:
     lengths: np.ndarray  # samples per file
     skipped_short: list[Path] = field(default_factory=list)
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
-    label_ids: Optional[np.ndarray] = None  # class index per file, when data.labels is set
+    labels: list[str] = field(default_factory=list)  # per file when a rule was given ("" = none)
+    label_ids: Optional[np.ndarray] = None  # class index per file, when labels are given
     classes: list[str] = field(default_factory=list)
+    sequences: list[list[int]] = field(default_factory=list)  # files of each sequence
+    gap_samples: int = 0
+    join: JoinMode = "none"
+    open_files: int = OPEN_FILES
+    _maps: "OrderedDict[int, np.ndarray]" = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.sequences:
+            self.sequences = [[i] for i in range(len(self.paths))]
+        # where each file starts inside its sequence, and each sequence's length
+        self._offsets = []
+        lengths = []
+        for members in self.sequences:
+            sizes = self.lengths[members].astype(np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes + self.gap_samples)[:-1]])
+            self._offsets.append(starts.astype(np.int64))
+            lengths.append(int(sizes.sum()) + self.gap_samples * (len(members) - 1))
+        self.sequence_lengths = np.asarray(lengths, dtype=np.int64)
     standardize: bool = False  # each file scaled to zero mean, unit variance (data.standardize)
-    _arrays: Optional[list[Any]] = field(default=None, repr=False)
-    _recordings: dict[int, Standardized] = field(default_factory=dict, repr=False)
+    _stats: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def wave(self, index: int) -> np.ndarray:
-        """The decoded audio of file `index` (a memory map)."""
-        if self._arrays is None:
-            self._arrays = [None] * len(self.entries)
-        if self._arrays[index] is None:
-            self._arrays[index] = self._open(index)
-        return self._arrays[index]
+        """File `index`, memory-mapped; at most `open_files` maps stay open (least recently
+        used closed first), so the number of recordings sets no open-file ceiling."""
+        found = self._maps.get(index)
+        if found is not None:
+            self._maps.move_to_end(index)
+            return found
+        wave = self._open(index)
+        self._maps[index] = wave
+        while len(self._maps) > max(self.open_files, 1):
+            self._maps.popitem(last=False)
+        return wave
+
+    def waves(self) -> "FileWaves":
+        """Every file's waveform as a sequence that opens each file only when indexed."""
+        return FileWaves(self)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._maps)
 
     def recording(self, index: int) -> Any:
         """File `index` as the model sees it, to slice crops from: the decoded audio, or with
-        data.standardize a `Standardized` view of it (scaled as a whole)."""
+        data.standardize a `Standardized` view of it (scaled as a whole; the scale is
+        measured once per file and kept, the memory map is not)."""
+        wave = self.wave(index)
         if not self.standardize:
-            return self.wave(index)
-        if index not in self._recordings:
-            self._recordings[index] = Standardized(self.wave(index))
-        return self._recordings[index]
+            return wave
+        if index not in self._stats:
+            view = Standardized(wave)
+            self._stats[index] = (view.mean, view.scale)
+            return view
+        return Standardized(wave, *self._stats[index])
 
     def _open(self, index: int) -> np.ndarray:
         try:
@@ -90,115 +179,66 @@ class AudioCorpus:
                                          f"instead of {self.lengths[index]}); run again")
             return wave
 
+    def read(self, sequence: int, start: int, out: np.ndarray) -> None:
+        """Fill `out` with samples [start, start + len(out)) of `sequence` (silence in gaps)."""
+        members, offsets = self.sequences[sequence], self._offsets[sequence]
+        end = start + out.shape[0]
+        if len(members) == 1:
+            out[:] = self.recording(members[0])[start:end]
+            return
+        out[:] = 0.0
+        j = int(np.searchsorted(offsets, start, side="right")) - 1
+        while j < len(members) and offsets[j] < end:
+            file, begin = members[j], int(offsets[j])
+            a, b = max(start, begin), min(end, begin + int(self.lengths[file]))
+            if b > a:
+                out[a - start : b - start] = self.recording(file)[a - begin : b - begin]
+            j += 1
+
+    def file_at(self, sequence: int, position: int) -> int:
+        """The file that sample `position` of `sequence` falls in (a gap: the file before it)."""
+        offsets = self._offsets[sequence]
+        return self.sequences[sequence][int(np.searchsorted(offsets, position, side="right")) - 1]
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_arrays"] = None  # reopened in each worker process instead of copied
-        state["_recordings"] = {}
+        state["_maps"] = OrderedDict()  # reopened in each worker process instead of copied
         return state
 
     @property
     def total_seconds(self) -> float:
         return float(self.lengths.sum()) / self.sample_rate
 
-    def subset(self, indices: Sequence[int]) -> "AudioCorpus":
-        """The files at `indices` (in that order), e.g. the training or validation files."""
-        keep = [int(i) for i in indices]
+    def subset(self, sequences: Sequence[int]) -> "AudioCorpus":
+        """The corpus of the sequences at `sequences` (their files, in order): e.g. the
+        training or the validation part. Without join a sequence is one file."""
+        files = [f for s in sequences for f in self.sequences[int(s)]]
+        index = {f: i for i, f in enumerate(files)}
         return AudioCorpus(
-            self.root, self.sample_rate, [self.paths[i] for i in keep],
-            [self.entries[i] for i in keep], self.lengths[keep].copy(),
-            label_ids=None if self.label_ids is None else self.label_ids[keep].copy(),
-            classes=list(self.classes), standardize=self.standardize)
+            self.root, self.sample_rate, [self.paths[f] for f in files],
+            [self.entries[f] for f in files], self.lengths[files].copy(),
+            labels=[self.labels[f] for f in files] if self.labels else [],
+            label_ids=None if self.label_ids is None else self.label_ids[files].copy(),
+            classes=list(self.classes),
+            sequences=[[index[f] for f in self.sequences[int(s)]] for s in sequences],
+            gap_samples=self.gap_samples, join=self.join, open_files=self.open_files,
+            standardize=self.standardize)
 
 
-def _names(paths: list[Path], root: Path) -> str:
-    shown = ", ".join(relative_name(p, root) for p in paths[:SHOWN_NAMES])
-    return shown + (f", ... (+{len(paths) - SHOWN_NAMES} more)" if len(paths) > SHOWN_NAMES else "")
+class FileWaves(Sequence[np.ndarray]):
+    """corpus.recording(i) (each file as the model sees it) as a read-only sequence, for code
+    that indexes waveforms by file; files are opened only when indexed."""
 
+    def __init__(self, corpus: AudioCorpus):
+        self.corpus = corpus
 
-def _sample_rate(path: Path) -> Optional[int]:
-    """The file's own rate, or None if it vanished since it was decoded."""
-    try:
-        return audio_info(path).samplerate
-    except AudioReadError:
-        return None
+    def __len__(self) -> int:
+        return len(self.corpus)
 
-
-def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
-                progress: bool = True) -> AudioCorpus:
-    """Discover, decode (once, cached) and filter the audio files below `root`."""
-    root = Path(root)
-    paths = discover_audio_files(root, data.extensions)
-    if not paths:
-        raise NoUsableAudioError(
-            f"no audio files with extensions {', '.join(data.extensions)} found below {root}"
-            " (set data.extensions to the formats you have)")
-    cache = AudioCache(data.cache_dir)
-    sr = data.desired_sr
-
-    def decode(path: Path) -> tuple[Path, Optional[Path], int, Optional[str]]:
-        try:
-            wave = cache.load(path, sr)
-            return path, cache.entry(path, sr), int(wave.shape[0]), None
-        except AudioReadError as exc:
-            return path, None, 0, exc.reason
-        except OSError as exc:  # the file vanished or cannot be stat'ed
-            return path, None, 0, read_failure_reason(exc)
-
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decoding audio",
-                            unit="file", disable=not progress, leave=False))
-
-    kept, entries, lengths, short, bad = [], [], [], [], []
-    for path, entry, length, reason in results:
-        if reason is not None:
-            bad.append((path, reason))
-        elif length < min_samples:
-            short.append(path)
-        else:
-            kept.append(path)
-            entries.append(entry)
-            lengths.append(length)
-    if bad:
-        detail = "; ".join(f"{relative_name(p, root)}: {r}" for p, r in bad[:SHOWN_NAMES])
-        if data.on_bad_file == "error":
-            raise NoUsableAudioError(f"{len(bad)} unreadable audio file(s): {detail} "
-                                     "(set data.on_bad_file=skip to train on the others)")
-        log.warning("skipped %d unreadable file(s): %s", len(bad), detail)
-    if short:
-        log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration): %s",
-                    len(short), min_samples / sr, _names(short, root))
-    if data.original_sr is not None:
-        other = [p for p in kept[:200] if _sample_rate(p) not in (None, data.original_sr)]
-        if other:
-            log.warning("%d file(s) are not at data.original_sr=%d Hz (they are resampled from "
-                        "their real rate anyway): %s", len(other), data.original_sr,
-                        _names(other, root))
-    if not kept:
-        longest, longest_path = max(((n, p) for p, _, n, r in results if r is None),
-                                    default=(0, None))
-        named = f" ({relative_name(longest_path, root)})" if longest_path else ""
-        raise NoUsableAudioError(
-            f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
-            f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
-            f"{longest / sr:.3f} s{named}. Lower data.full_duration or add longer files.")
-    corpus = AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad,
-                         standardize=data.standardize)
-    if data.labels != "none":
-        corpus.classes, corpus.label_ids = _file_labels(kept, root, data)
-    return corpus
-
-
-def _file_labels(paths: list[Path], root: Path, data: DataConfig) -> tuple[list[str], np.ndarray]:
-    """Class names and one class index per file, for the label-aware negative policies."""
-    from audiocpc.data.labels import assign_labels, label_rule
-
-    rule = label_rule(data.labels, data.label_pattern, data.labels_csv)
-    labels = assign_labels([relative_name(p, root) for p in paths], rule)
-    classes = sorted(set(labels))
-    index = {name: i for i, name in enumerate(classes)}
-    log.info("labels for negatives (%s): %d classes", data.labels, len(classes))
-    return classes, np.array([index[name] for name in labels], dtype=np.int64)
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.corpus.recording(i) for i in range(len(self.corpus))[index]]
+        return self.corpus.recording(int(index))
 
 
 class CropSampler:
@@ -213,22 +253,26 @@ class CropSampler:
         return self.batch_with_labels(step)[0]
 
     def batch_with_labels(self, step: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """The crops of `step` and their files' class indices (None without data.labels)."""
+        """The crops of `step` and the class indices of the files they start in (None
+        without labels). Each crop lies inside one sequence."""
         # With world_size: rank r keeps rows r*N.. of one global batch drawn alike on every
         # rank (the training loop's way). Without: a stream of its own per rank.
         shared = self.world_size is not None
         rng = np.random.default_rng([self.seed, 0 if shared else self.rank, step])
         rows = self.batch_size * (self.world_size or 1)
         first = self.rank * self.batch_size if shared else 0
-        n_files = len(self.corpus)
-        files = rng.choice(n_files, size=rows, replace=n_files < rows)
-        crops = np.empty((self.batch_size, self.crop_samples), dtype=np.float32)
-        for row, index in enumerate(files):
-            start = int(rng.integers(0, int(self.corpus.lengths[index]) - self.crop_samples + 1))
-            if first <= row < first + self.batch_size:
-                crops[row - first] = self.corpus.recording(int(index))[start : start + self.crop_samples]
+        lengths = self.corpus.sequence_lengths
+        count = len(lengths)
+        sequences = rng.choice(count, size=rows, replace=count < rows)
         ids = self.corpus.label_ids
-        labels = None if ids is None else ids[files[first : first + self.batch_size]]
+        crops = np.empty((self.batch_size, self.crop_samples), dtype=np.float32)
+        labels = None if ids is None else np.empty(self.batch_size, dtype=np.int64)
+        for row, index in enumerate(sequences):
+            start = int(rng.integers(0, int(lengths[index]) - self.crop_samples + 1))
+            if first <= row < first + self.batch_size:
+                self.corpus.read(int(index), start, crops[row - first])
+                if labels is not None and ids is not None:
+                    labels[row - first] = ids[self.corpus.file_at(int(index), start)]
         return crops, labels
 
 

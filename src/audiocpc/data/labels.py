@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal, Optional, Sequence
 
+from audiocpc.config import DataConfig
 from audiocpc.errors import ConfigError
 
 log = logging.getLogger("audiocpc")
@@ -48,6 +49,7 @@ class LabelRule:
     mode: LabelMode = "auto"
     pattern: Optional[re.Pattern[str]] = None
     table: dict[str, str] = field(default_factory=dict)
+    group: str = "label"  # the named regex group that holds the label
 
     def label(self, relative: str) -> str:
         """The label of a file given by its posix path below the data folder."""
@@ -60,7 +62,7 @@ class LabelRule:
         if self.mode == "regex":
             assert self.pattern is not None
             match = self.pattern.search(path.name)
-            return (match.group("label") or UNLABELLED) if match else UNLABELLED
+            return (match.group(self.group) or UNLABELLED) if match else UNLABELLED
         return self.table.get(path.as_posix(), UNLABELLED)
 
 
@@ -81,21 +83,40 @@ def safe_relative_path(text: str, source: str) -> str:
     return PurePosixPath(*parts).as_posix()
 
 
-def read_label_table(csv_path: str | Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class RuleOptions:
+    """How the settings of one rule are named in messages (CLI flags or config keys) and
+    which named regex group holds the value."""
+
+    mode: str = "--label-mode"
+    pattern: str = "--label-pattern"
+    table: str = "--labels-csv"
+    group: str = "label"
+    example: str = "'^(?P<label>\\d)_'"
+
+
+LABEL_OPTIONS = RuleOptions()
+TRAINING_LABEL_OPTIONS = RuleOptions("data.labels", "data.label_pattern", "data.labels_csv")
+JOIN_OPTIONS = RuleOptions("data.join_by", "data.join_pattern", "data.join_csv", "group",
+                           "'_(?P<group>[a-z]+)_'")
+
+
+def read_label_table(csv_path: str | Path, options: RuleOptions = LABEL_OPTIONS) -> dict[str, str]:
     """`file,label` rows (a header row `file,label` is optional) -> {relative path: label}."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise ConfigError(f"--labels-csv: no such file: {csv_path}")
+        raise ConfigError(f"{options.table}: no such file: {csv_path}")
+    header = ["file", options.group]
     table: dict[str, str] = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
-            if line_number == 1 and [c.strip().lower() for c in row] == ["file", "label"]:
+            if line_number == 1 and [c.strip().lower() for c in row] in (header, ["file", "label"]):
                 continue
             source = f"{csv_path}:{line_number}"
             if len(row) != 2:
-                raise ConfigError(f"{source}: expected two columns 'file,label', got {len(row)}")
+                raise ConfigError(f"{source}: expected two columns '{','.join(header)}', got {len(row)}")
             name = safe_relative_path(row[0], source)
             label = row[1].strip()
             if table.get(name, label) != label:
@@ -105,34 +126,54 @@ def read_label_table(csv_path: str | Path) -> dict[str, str]:
 
 
 def label_rule(mode: str = "auto", pattern: Optional[str] = None,
-               csv_path: Optional[str | Path] = None) -> LabelRule:
-    """Validate the label settings. A pattern implies `regex`, a CSV file implies `csv`."""
+               csv_path: Optional[str | Path] = None,
+               options: RuleOptions = LABEL_OPTIONS) -> LabelRule:
+    """Validate the label settings. A pattern implies `regex`, a CSV file implies `csv`.
+    `options` names the settings in messages and the regex group to read."""
+    o = options
     if pattern is not None and csv_path is not None:
-        raise ConfigError("give either --label-pattern or --labels-csv, not both")
+        raise ConfigError(f"give either {o.pattern} or {o.table}, not both")
     if mode == "auto" and pattern is not None:
         mode = "regex"
     if mode == "auto" and csv_path is not None:
         mode = "csv"
     if mode not in LABEL_MODES:
-        raise ConfigError(f"--label-mode: unknown mode '{mode}'; choose {', '.join(LABEL_MODES)}")
+        raise ConfigError(f"{o.mode}: unknown mode '{mode}'; choose {', '.join(LABEL_MODES)}")
     if mode == "regex":
         if pattern is None:
-            raise ConfigError("--label-mode regex needs --label-pattern, e.g. '^(?P<label>\\d)_'")
+            raise ConfigError(f"{o.mode} regex needs {o.pattern}, e.g. {o.example}")
         try:
             compiled = re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(f"--label-pattern: not a valid regular expression: {exc}") from None
-        if "label" not in compiled.groupindex:
-            raise ConfigError("--label-pattern: the pattern needs a named group 'label', "
-                              "e.g. '^(?P<label>\\d)_'")
-        return LabelRule("regex", pattern=compiled)
+            raise ConfigError(f"{o.pattern}: not a valid regular expression: {exc}") from None
+        if o.group not in compiled.groupindex:
+            raise ConfigError(f"{o.pattern}: the pattern needs a named group '{o.group}', "
+                              f"e.g. {o.example}")
+        return LabelRule("regex", pattern=compiled, group=o.group)
     if mode == "csv":
         if csv_path is None:
-            raise ConfigError("--label-mode csv needs --labels-csv FILE (rows: file,label)")
-        return LabelRule("csv", table=read_label_table(csv_path))
+            raise ConfigError(f"{o.mode} csv needs {o.table} FILE (rows: file,{o.group})")
+        return LabelRule("csv", table=read_label_table(csv_path, o))
     if pattern is not None or csv_path is not None:
-        raise ConfigError(f"--label-mode {mode} does not use --label-pattern or --labels-csv")
+        raise ConfigError(f"{o.mode} {mode} does not use {o.pattern} or {o.table}")
     return LabelRule(mode)  # type: ignore[arg-type]
+
+
+def training_label_rule(data: DataConfig) -> Optional[LabelRule]:
+    """The rule for the label-aware negatives (data.labels), or None for unlabelled training."""
+    if data.labels == "none":
+        return None
+    return label_rule(data.labels, data.label_pattern, data.labels_csv, TRAINING_LABEL_OPTIONS)
+
+
+def join_group_rule(data: DataConfig) -> Optional[LabelRule]:
+    """The rule that gives each file its group for data.join=group, or None otherwise."""
+    if data.join != "group":
+        if data.join_pattern is not None or data.join_csv is not None:
+            raise ConfigError(f"data.join={data.join} does not use data.join_pattern or "
+                              "data.join_csv; set data.join=group to join clips by group")
+        return None
+    return label_rule(data.join_by, data.join_pattern, data.join_csv, JOIN_OPTIONS)
 
 
 def assign_labels(relative_paths: Sequence[str], rule: LabelRule) -> list[str]:

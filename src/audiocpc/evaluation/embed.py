@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 
 from audiocpc.data.audio import discover_audio_files, relative_name
 from audiocpc.config import Config, window_samples
-from audiocpc.data.corpus import load_corpus
+from audiocpc.data.corpus import NO_JOIN
 from audiocpc.errors import ConfigError
 from audiocpc.evaluation.store import MANIFEST_COLUMNS, EmbeddingSplit  # noqa: F401 (re-exported)
 from audiocpc.fileio import files_fingerprint, normalised_json, sha256_file
-from audiocpc.data.labels import assign_labels, label_rule
+from audiocpc.data.labels import label_rule
 from audiocpc.models import CPCModel
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.scan import scan_folder
@@ -295,14 +295,15 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     inputs = embedding_inputs(run.identity, root, config.data.extensions, split=split, crops=crops,
                               kind=kind, seed=seed, label_mode=label_mode,
                               label_pattern=label_pattern, labels_csv=labels_csv)
-    report = scan_folder(root, config.data, crop, progress=progress)  # cached; one-line reasons
+    # the one data path; each file on its own (data.join is for training crops only)
+    report = scan_folder(root, config.data, crop, progress=progress, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
-    corpus = load_corpus(root, config.data, min_samples=crop, progress=progress)
+    corpus = report.corpus(labels=rule)
     names = [relative_name(p, root) for p in corpus.paths]
-    file_labels = assign_labels(names, rule)
+    file_labels = corpus.labels
     grid = model.window or 1
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
-    waves = [corpus.recording(i) for i in range(len(corpus))]
+    waves = corpus.waves()  # opened on demand: no open file per recording
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}")
     counts = [len(s) for s in starts]

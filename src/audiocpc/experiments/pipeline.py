@@ -96,16 +96,21 @@ class Experiment:
             if not folder.is_dir():
                 raise AudiocpcError(f"data folder not found: {folder}")
 
-    def check_labels(self, extensions: Sequence[str]) -> None:
-        """Before any training: the probes need two classes among the labelled files."""
-        from audiocpc.data.audio import discover_audio_files, relative_name
+    def check_labels(self, config: Any) -> None:
+        """Before any training: the probes need two classes among the usable files of the
+        embedding folder, labelled as `embed` will label them (the one data path: the scan
+        decodes into the cache that embedding then reads)."""
+        from audiocpc.data.corpus import NO_JOIN
         from audiocpc.data.labels import label_rule
+        from audiocpc.data.scan import scan_folder
+        from audiocpc.evaluation.embed import crop_length
 
         opts = self.options
         rule = label_rule(opts.label_mode, opts.label_pattern, opts.labels_csv)
-        names = [relative_name(p, self.embed_train)
-                 for p in discover_audio_files(self.embed_train, extensions)]
-        classes = {rule.label(n) for n in names} - {""}
+        report = scan_folder(self.embed_train, config.data, crop_length(config),
+                             progress=opts.progress, join=NO_JOIN)
+        report.check(config.data.on_bad_file)
+        classes = set(report.corpus(labels=rule).labels) - {""}
         if len(classes) < 2:
             found = f"only {', '.join(sorted(classes))}" if classes else "no label"
             raise AudiocpcError(
@@ -264,7 +269,7 @@ class Experiment:
         started = time.perf_counter()
         outcomes = []
         configs = self.configs()
-        self.check_labels(sorted({e for c in configs for e in c.data.extensions}))
+        self.check_labels(configs[0])
         for config in configs:
             run = self.layout.run(config.run_name)
             outcome = ModelOutcome(config.run_name, run.path)

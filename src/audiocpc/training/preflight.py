@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from audiocpc.config import Config
+from audiocpc.data.labels import join_group_rule, training_label_rule
 from audiocpc.errors import ConfigError
 
 
@@ -55,10 +56,23 @@ def negative_count_problems(config: Config, length: int, world_size: int = 1) ->
             f"to at most {available}"]
 
 
+def data_rule_problems(config: Config) -> list[str]:
+    """The label (data.labels) and join-group (data.join_by) rules, checked before the data
+    is scanned: a bad pattern or label table should not wait for a long decode."""
+    problems = []
+    for build in (training_label_rule, join_group_rule):
+        try:
+            build(config.data)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
+
+
 def check_training_setup(config: Config, data_dir: str | Path, model: torch.nn.Module,
                          world_size: int = 1) -> None:
     """Raise ConfigError listing every problem of this data folder + model + settings."""
     problems = data_folder_problems(data_dir)
+    problems += data_rule_problems(config)
     problems += negative_count_problems(config, sequence_length(config, model), world_size)
     if problems:
         raise ConfigError(problems)

@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 
 from audiocpc.training.checkpoint import load_checkpoint, save_checkpoint
 from audiocpc.config import Config
-from audiocpc.data.corpus import CropSampler, load_corpus
+from audiocpc.data.corpus import AudioCorpus, CropSampler
+from audiocpc.data.labels import training_label_rule
+from audiocpc.data.scan import scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
@@ -446,18 +448,22 @@ class Trainer:
         writer.writerows(self.history)
         atomic_write_text(self.folder.history_path, table.getvalue())
 
-    def _scan_data(self) -> None:
-        """Scan the data folder (cached), write data_report.json, stop if nothing is usable."""
-        from audiocpc.data.scan import scan_folder
-
-        report = scan_folder(self.data_dir, self.config.data,
-                             progress=self.progress and self.dist.is_main)
+    def _load_data(self) -> AudioCorpus:
+        """The one data path: scan the folder (cached), write data_report.json, stop if
+        nothing is usable, and make the corpus (labels and joined sequences) from the scan."""
+        data = self.config.data
+        report = scan_folder(self.data_dir, data, progress=self.progress and self.dist.is_main)
         if self.dist.is_main:
             path = report.write(self.folder.data_report_path)
-            log.info("data: %s (details in %s)", report.summary_lines()[0], path)
+            lines = report.summary_lines()
+            log.info("data: %s (details in %s)", lines[0], path)
+            for line in lines[1:]:
+                if line.startswith("joined"):
+                    log.info("data: %s", line)
             if report.silent:
                 log.info("data: %d silent file(s), still used", len(report.silent))
-        report.check(self.config.data.on_bad_file)
+        report.check(data.on_bad_file)
+        return report.corpus(labels=training_label_rule(data))
 
     def fit(self) -> TrainResult:
         cfg = self.config
@@ -469,11 +475,11 @@ class Trainer:
             if self.force and self._resume_payload is None:
                 self.folder.clear()  # nothing of the old run is left to resume
             atomic_write_text(self.folder.config_path, cfg.to_yaml())
-        self._scan_data()
-        corpus = load_corpus(self.data_dir, cfg.data, cfg.data.crop_samples,
-                             progress=self.progress and self.dist.is_main)
+        corpus = self._load_data()
         if self.dist.is_main:
-            log.info("training on %d files (%.1f min of audio) from %s", len(corpus),
+            joined = (f" joined into {len(corpus.sequence_lengths)} sequences (data.join="
+                      f"{corpus.join})" if corpus.join != "none" else "")
+            log.info("training on %d files%s (%.1f min of audio) from %s", len(corpus), joined,
                      corpus.total_seconds / 60, self.data_dir)
             log.info(self.batch_summary())
         corpus, held_out = split_corpus(corpus, cfg.train.validation_fraction, cfg.train.seed)

@@ -14,12 +14,12 @@ import torch
 
 from audiocpc.data.corpus import AudioCorpus
 
-MIN_FILES = 10  # below this, every file is needed for training
+MIN_FILES = 10  # below this many files (or joined sequences), all are needed for training
 
 
 def validation_files(n_files: int, fraction: float, seed: int) -> np.ndarray:
-    """Indices of the held-out files: round(fraction x files), at least one, none for
-    fewer than MIN_FILES files or fraction 0."""
+    """Indices of the held-out files (or sequences): round(fraction x n), at least one,
+    none for fewer than MIN_FILES or fraction 0."""
     if fraction <= 0 or n_files < MIN_FILES:
         return np.zeros(0, dtype=np.int64)
     count = min(max(1, int(round(fraction * n_files))), n_files - 1)
@@ -29,11 +29,13 @@ def validation_files(n_files: int, fraction: float, seed: int) -> np.ndarray:
 
 def split_corpus(corpus: AudioCorpus, fraction: float, seed: int
                  ) -> tuple[AudioCorpus, Optional[AudioCorpus]]:
-    """(training files, validation files or None)."""
-    held = validation_files(len(corpus), fraction, seed)
+    """(training part, validation part or None), split by sequence: a file, or with
+    data.join a joined group of files, is on one side only."""
+    count = len(corpus.sequences)
+    held = validation_files(count, fraction, seed)
     if held.size == 0:
         return corpus, None
-    train = np.setdiff1d(np.arange(len(corpus)), held)
+    train = np.setdiff1d(np.arange(count), held)
     return corpus.subset(train), corpus.subset(held)
 
 
@@ -50,11 +52,14 @@ class ValidationSet:
         """`count` crops (rounded down to whole batches, at least one batch) of the files."""
         batches = max(1, count // batch_size)
         rng = np.random.default_rng([seed, 0x5A11D, 1])
-        files = rng.choice(len(corpus), size=batches * batch_size, replace=True)
-        crops = np.empty((files.size, crop_samples), dtype=np.float32)
-        for row, index in enumerate(files):
-            start = int(rng.integers(0, int(corpus.lengths[index]) - crop_samples + 1))
-            crops[row] = corpus.recording(int(index))[start : start + crop_samples]
+        lengths = corpus.sequence_lengths
+        sequences = rng.choice(len(lengths), size=batches * batch_size, replace=True)
+        crops = np.empty((sequences.size, crop_samples), dtype=np.float32)
+        files = np.empty(sequences.size, dtype=np.int64)
+        for row, index in enumerate(sequences):
+            start = int(rng.integers(0, int(lengths[index]) - crop_samples + 1))
+            corpus.read(int(index), start, crops[row])
+            files[row] = corpus.file_at(int(index), start)
         labels = None if corpus.label_ids is None else torch.from_numpy(corpus.label_ids[files])
         return cls(torch.from_numpy(crops), labels, batch_size, seed)
 
