@@ -16,6 +16,7 @@ from audiocpc.models.augment import WaveAugment
 from audiocpc.config import Config, steps_weights, window_samples
 from audiocpc.models.loss import candidate_logits, info_nce
 from audiocpc.models.checks import build_encoder
+from audiocpc.models.hidden import HiddenStates, hidden_states
 from audiocpc.models.negatives import sample_negatives, target_indices
 from audiocpc.models.registry import build
 
@@ -136,3 +137,9 @@ class CPCModel(nn.Module):
             return torch.div(lengths, self.window, rounding_mode="floor")
         return torch.tensor([self.encoder.output_length(int(n)) for n in lengths.tolist()],
                             device=lengths.device)
+
+    @torch.no_grad()
+    def hidden_states(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> HiddenStates:
+        """Every layer's output, named, with its frame rate (s3prl-style; see models/hidden.py):
+        `model.hidden_states(waves)["encoder.conv2"]`, `.names`, `.frame_rate(name)`, `.as_dict()`."""
+        return hidden_states(self, waves, lengths)
