@@ -108,7 +108,9 @@ class Conv1dEncoder(nn.Module):
         return outputs
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        if self.time_major:
+        # Traced for export: plain convolutions, whose shapes follow any input length
+        # (the matmul path's reshapes would freeze the traced length).
+        if self.time_major and not torch.jit.is_tracing():
             return self.head(self._time_major_features(waves))
         features = self.convs(waves.unsqueeze(1))  # [B, C, L]
         return self.head(features.transpose(1, 2))  # [B, L, z_dim]

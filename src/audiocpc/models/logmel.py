@@ -81,11 +81,26 @@ class LogMelSpectrogram(nn.Module):
     def frames(self, samples: int) -> int:
         return 0 if samples < self.n_fft else 1 + (samples - self.n_fft) // self.hop_length
 
+    def power_spectrum(self, waves: torch.Tensor) -> torch.Tensor:
+        """|STFT|^2 [B, n_fft // 2 + 1, frames]. When traced for export (TorchScript, ONNX,
+        which have no complex numbers) the same DFT is two real matmuls on framed audio."""
+        if not torch.jit.is_tracing():
+            spectrum = torch.stft(waves, self.n_fft, self.hop_length, window=self.window,
+                                  center=False, return_complex=True)
+            return spectrum.abs().square()
+        # windowed DFT rows as convolution kernels [bins, 1, n_fft], one output per hop
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        angle = 2 * torch.pi * n[None, : self.n_fft // 2 + 1].T * n[None, :] / self.n_fft
+        window = self.window.double().cpu()
+        kernels = torch.cat([torch.cos(angle) * window, torch.sin(angle) * window])
+        parts = F.conv1d(waves.unsqueeze(1), kernels.float().unsqueeze(1).to(waves.device),
+                         stride=self.hop_length)  # [B, 2 * bins, frames]
+        real, imag = parts.chunk(2, dim=1)
+        return real.square() + imag.square()
+
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=waves.device.type, enabled=False):  # FFT in float32
-            spectrum = torch.stft(waves.float(), self.n_fft, self.hop_length, window=self.window,
-                                  center=False, return_complex=True)
-            mel = self.filters @ spectrum.abs().square()  # [B, n_mels, frames]
+            mel = self.filters @ self.power_spectrum(waves.float())  # [B, n_mels, frames]
             logmel = torch.log(mel + LOG_FLOOR)
             if self.smoothing > 1:  # moving average along time, edges repeated
                 pad = self.smoothing // 2
