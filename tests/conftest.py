@@ -68,3 +68,42 @@ def fsdd_dir() -> Path:
     if not FSDD.is_dir():
         pytest.skip(f"FSDD not found at {FSDD}")
     return FSDD
+
+
+# Every built-in preset, shrunk so that building and running it takes milliseconds: same
+# modes, encoders and context networks, few channels. Used by the HEAR and export tests.
+_SMALL = ["model.z_dim=16", "model.c_dim=16"]
+TINY_PRESETS: dict[str, list[str]] = {
+    "1dconv_gru": _SMALL + ["model.encoder.filters=16"],
+    "1dconv_lstm": _SMALL + ["model.encoder.filters=16", "model.context.num_layers=2"],
+    "1dconv_transformer": _SMALL + ["model.encoder.filters=16", "model.context.dff=16",
+                                    "model.context.dense_units=[16]"],
+    "1dconv_tiny": _SMALL + ["model.encoder.filters=16"],
+    "2dconv_gru": _SMALL + ["model.encoder.channels=[4,4,4,4]", "model.encoder.dense_units=[16]"],
+    "2dconv_transformer": _SMALL + ["model.encoder.channels=[4,4,4,4]", "model.encoder.dense_units=[16]",
+                                    "model.context.dff=16", "model.context.dense_units=[16]"],
+    "cpc_paper": _SMALL + ["model.encoder.filters=16"],
+    "cpc_tiny": _SMALL + ["model.encoder.filters=16"],
+    "fsdd": _SMALL + ["model.encoder.channels=[8]", "model.encoder.dense_units=[16]"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An exported folder (config.json + model.safetensors) of every tiny preset, seeded weights."""
+    from audiocpc.config import available_presets, load_config
+    from audiocpc.models import CPCModel
+    from audiocpc.training.exported import write_safetensors
+
+    missing = sorted(set(available_presets()) - set(TINY_PRESETS))
+    assert not missing, f"add a tiny version of the new preset(s) {missing} to TINY_PRESETS"
+    root = tmp_path_factory.mktemp("tiny-exports")
+    folders = {}
+    for name, overrides in TINY_PRESETS.items():
+        config = load_config(name, overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = CPCModel(config).eval()
+        write_safetensors(model, config, root / name, name)
+        folders[name] = root / name
+    return folders
