@@ -206,6 +206,15 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from audiocpc.training.export import export_run
+
+    formats = ["safetensors"] + [f for f in (args.formats or []) if f != "safetensors"]
+    written = export_run(args.run_dir, args.out, formats, random_init=args.random_init)
+    print(f"exported to {args.out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiocpc", description=(
         "Contrastive Predictive Coding on folders of raw audio: train, embed, classify, plot."))
@@ -241,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_embed)
+
+    p = sub.add_parser("export", help="write a self-contained model: safetensors, TorchScript, ONNX")
+    p.add_argument("run_dir", metavar="RUN", help="run folder (results/cpc/<name>) or an exported folder")
+    p.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and the formats to")
+    p.add_argument("--format", dest="formats", action="append", choices=["safetensors", "torchscript", "onnx"],
+                   help="also write model.torchscript.pt / model.onnx (repeatable; safetensors always)")
+    p.add_argument("--random-init", action="store_true", help="export the untrained model (baseline)")
+    p.set_defaults(handler=_cmd_export)
 
     p = sub.add_parser("check-data", help="scan a data folder: what can be read and used for training")
     p.add_argument("data_dir", metavar="DIR", help="folder of audio files (searched recursively)")

@@ -125,7 +125,8 @@ def export_torchscript(model: CPCModel, config: Config, path: str | Path) -> Pat
     embedder = WaveformEmbedder(model).eval().cpu()
     with _traceable():
         traced = torch.jit.trace(embedder, (_example(model, config),), check_trace=False)
-    atomic_write(path, lambda p: torch.jit.save(traced, str(p)))
+    with _traceable():  # torch 2.13 marks torch.jit as deprecated; it still saves and loads
+        atomic_write(path, lambda p: torch.jit.save(traced, str(p)))
     return path
 
 
