@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+# beside the checkout (../shared/data/fsdd), or wherever AUDIOCPC_FSDD points (e.g. from a worktree)
+FSDD = Path(os.environ.get("AUDIOCPC_FSDD") or Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd")
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +109,16 @@ def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_safetensors(model, config, root / name, name)
         folders[name] = root / name
     return folders
+
+
+@pytest.fixture(scope="session")
+def hear_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HEAR-format task written by the project's own code: the synthetic five-class
+    clips (data/synthetic.py), 6 per class, 1 s each, as 3 folds at 16 kHz (make-task)."""
+    from audiocpc.data.synthetic import make_demo_dataset
+    from audiocpc.evaluation.tasks import make_task
+
+    root = tmp_path_factory.mktemp("hear-task")
+    data = make_demo_dataset(root / "clips", files_per_class=6, test_files_per_class=0, seconds=1.0)
+    make_task(data / "train", root / "synthetic", folds=3, name="synthetic")
+    return root / "synthetic"

@@ -84,7 +84,7 @@ class Task:
             return [(["train"], "valid", "test")]
         names = sorted(s for s in self.labels if re.fullmatch(r"fold\d+", s))
         if len(names) < 3:
-            raise AudiocpcError(f"{self.folder / TASK_METADATA}: split_mode {mode} needs at least 3 "
+            raise ConfigError(f"{self.folder / TASK_METADATA}: split_mode {mode} needs at least 3 "
                                 f"fold files (fold00.json ...), found {len(names)}")
         return [([n for n in names if n not in (test, names[(i + 1) % len(names)])],
                  names[(i + 1) % len(names)], test) for i, test in enumerate(names)]
