@@ -175,7 +175,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
                           label_mode=args.label_mode, label_pattern=args.label_pattern,
                           labels_csv=args.labels_csv, random_init=args.random_init,
-                          device=args.device, progress=not args.quiet)
+                          device=args.device, progress=not args.quiet, layer=args.layer,
+                          pool=args.pool)
     info = result.info
     print(f"wrote {result.array_path} ({info['rows']} x {info['dim']}, {info['files']} files, "
           f"{info['skipped_short']} too short) and {result.manifest_path.name}")
@@ -270,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random crops per file (default 90 for train, 5 otherwise) or 'all'")
     p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
                    help="c at the crop's last step, mean of c, or mean of z")
+    p.add_argument("--layer", metavar="NAME",
+                   help="embed one layer instead of --kind: z, c, encoder.conv1, ... (a wrong name lists them)")
+    p.add_argument("--pool", default="mean", choices=["mean", "meanstd", "meanmax", "last"],
+                   help="pooling of a crop's frames for --layer, context_mean and z_mean (default mean)")
     p.add_argument("--out", default="results", help="results folder (writes <out>/embeddings/<name>/)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crop positions")
     p.add_argument("--batch-size", type=int, default=64, help="crops per inference batch")

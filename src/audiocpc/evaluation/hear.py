@@ -36,11 +36,12 @@ from torch import nn
 
 from audiocpc.errors import ConfigError
 from audiocpc.models import CPCModel
+from audiocpc.models.hidden import POOLS, pool_frames
 from audiocpc.training.restore import restore_run
 
 HEAR_SAMPLE_RATES: tuple[int, ...] = (16000, 22050, 44100, 48000)
 MAX_HOP_MS = 50.0  # HEAR's validator warns above this hop
-SCENE_POOLS: tuple[str, ...] = ("mean", "meanstd", "meanmax", "last")
+SCENE_POOLS = POOLS
 Audio = Union[torch.Tensor, np.ndarray]
 
 
@@ -48,20 +49,6 @@ def default_hear_rate(model_rate: int) -> int:
     """The HEAR rate a model is wrapped at: the nearest allowed rate at or above its own
     (so resampling never throws away what the model could hear), 48000 above that."""
     return next((rate for rate in HEAR_SAMPLE_RATES if rate >= model_rate), HEAR_SAMPLE_RATES[-1])
-
-
-def pool_frames(frames: torch.Tensor, pool: str) -> torch.Tensor:
-    """[n, T, D] -> [n, D] (mean, last) or [n, 2D] (meanstd, meanmax)."""
-    if pool == "mean":
-        return frames.mean(dim=1)
-    if pool == "meanstd":
-        std = frames.std(dim=1, unbiased=False)
-        return torch.cat([frames.mean(dim=1), std], dim=1)
-    if pool == "meanmax":
-        return torch.cat([frames.mean(dim=1), frames.amax(dim=1)], dim=1)
-    if pool == "last":
-        return frames[:, -1]
-    raise ConfigError(f"scene_pool: unknown pooling {pool!r}; choose {', '.join(SCENE_POOLS)}")
 
 
 class HearModel(nn.Module):

@@ -115,3 +115,20 @@ def hidden_states(model: "CPCModel", waves: torch.Tensor,
     layers = encoder_layers + context_layers
     return HiddenStates([n for n, _ in layers], [x for _, x in layers], hops, firsts, spans,
                         model.sample_rate, valid)
+
+
+POOLS: tuple[str, ...] = ("mean", "meanstd", "meanmax", "last")
+
+
+def pool_frames(frames: torch.Tensor, pool: str) -> torch.Tensor:
+    """[n, T, D] -> [n, D] (mean, last) or [n, 2D] (meanstd: mean then standard deviation;
+    meanmax: mean then maximum), over the T frames."""
+    if pool == "mean":
+        return frames.mean(dim=1)
+    if pool == "meanstd":
+        return torch.cat([frames.mean(dim=1), frames.std(dim=1, unbiased=False)], dim=1)
+    if pool == "meanmax":
+        return torch.cat([frames.mean(dim=1), frames.amax(dim=1)], dim=1)
+    if pool == "last":
+        return frames[:, -1]
+    raise ValueError(f"unknown pooling {pool!r}; choose {', '.join(POOLS)}")
