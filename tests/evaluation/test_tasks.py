@@ -173,3 +173,18 @@ def test_an_fsdd_task_made_with_speaker_groups(fsdd_dir: Path, tmp_path: Path) -
     assert task.vocabulary == ["0", "1", "2"] and task.metadata["files"] == 36
     speakers = [{n.split("_")[1] for n in task.labels[f]} for f in ("fold00", "fold01", "fold02")]
     assert all(len(s) == 2 for s in speakers) and len(set.union(*speakers)) == 6
+
+
+def test_make_task_replaces_its_own_task_and_refuses_other_folders(tmp_path: Path) -> None:
+    data = _speaker_folder(tmp_path / "speech")
+    rules = {"label_pattern": r"^(?P<label>\d)_", "group_pattern": r"_(?P<group>[a-z]+)_"}
+    make_task(data, tmp_path / "task", folds=4, **rules)
+    task = make_task(data, tmp_path / "task", folds=3, **rules)
+    assert task.splits == ["fold00", "fold01", "fold02"]  # no fold03 left from the first one
+    assert not (tmp_path / "task" / "16000" / "fold03").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty and is not a task written by make-task"):
+        make_task(data, other, folds=3, **rules)
+    assert (other / "notes.txt").read_text() == "mine"

@@ -227,6 +227,31 @@ def assign_folds(groups: Sequence[str], folds: int, seed: int = 0) -> list[int]:
     return [fold_of[g] for g in groups]
 
 
+MAKE_TASK_VERSION = "audiocpc-make-task-1"
+
+
+def _clear_previous_task(out: Path) -> None:
+    """A folder that a previous make-task wrote is replaced (its folds may differ); any other
+    non-empty folder is refused rather than mixed with a task."""
+    import shutil
+
+    if not out.exists() or not any(out.iterdir()):
+        return
+    meta_path = out / TASK_METADATA
+    try:
+        version = json.loads(meta_path.read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if version != MAKE_TASK_VERSION:
+        raise ConfigError(f"--out: {out} is not empty and is not a task written by make-task; "
+                          "choose a new or empty folder")
+    for entry in out.iterdir():
+        if entry.is_dir() and entry.name.isdigit():
+            shutil.rmtree(entry)
+        elif re.fullmatch(r"fold\d+\.json", entry.name) or entry.name in (TASK_METADATA, VOCABULARY):
+            entry.unlink()
+
+
 def make_task(data_dir: str | Path, out: str | Path, *, label_mode: str = "auto",
               label_pattern: Optional[str] = None, labels_csv: Optional[str | Path] = None,
               group_pattern: Optional[str] = None, groups_csv: Optional[str | Path] = None,
@@ -263,6 +288,7 @@ def make_task(data_dir: str | Path, out: str | Path, *, label_mode: str = "auto"
     if len(vocabulary) < 2:
         raise ConfigError(f"{root}: a classification task needs at least two labels, found "
                           f"{', '.join(vocabulary)}")
+    _clear_previous_task(out)
     out.mkdir(parents=True, exist_ok=True)
     tables: list[dict[str, list[str]]] = [{} for _ in range(folds)]
     unreadable = 0
@@ -290,7 +316,7 @@ def make_task(data_dir: str | Path, out: str | Path, *, label_mode: str = "auto"
         writer.writerows(enumerate(vocabulary))
     os.replace(tmp, out / VOCABULARY)
     metadata = {
-        "task_name": name or out.name, "version": "audiocpc-make-task-1", "embedding_type": "scene",
+        "task_name": name or out.name, "version": MAKE_TASK_VERSION, "embedding_type": "scene",
         "prediction_type": "multiclass", "split_mode": "new_split_kfold", "nfolds": folds,
         "sample_duration": None, "evaluation": ["top1_acc", "macro_f1"],
         "sample_rates": list(sample_rates), "source": str(root.resolve()),
@@ -388,6 +414,13 @@ def task_scores(prediction_type: str, scores: np.ndarray, y: np.ndarray) -> dict
     return {"mAP": mean_ap, "top1_acc": float(y[np.arange(len(y)), top].mean())}
 
 
+def metric_value(prediction_type: str, metric: str, scores: np.ndarray, y: np.ndarray) -> float:
+    """One metric of `task_scores`; top-1 accuracy without sklearn (it runs every epoch)."""
+    if prediction_type == "multiclass" and metric == "top1_acc":
+        return float((scores.argmax(axis=1) == y).mean())
+    return task_scores(prediction_type, scores, y)[metric]
+
+
 def primary_metric(task: Task) -> str:
     supported = ("top1_acc", "macro_f1") if task.prediction_type == "multiclass" else ("mAP", "top1_acc")
     chosen = [m for m in task.metadata.get("evaluation", []) if m in supported]
@@ -430,7 +463,7 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarra
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            value = task_scores(prediction_type, model(held_x).numpy(), val_y)[metric]
+            value = metric_value(prediction_type, metric, model(held_x).numpy(), val_y)
         if value > best + 1e-6:
             best, waited = value, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -493,7 +526,7 @@ def _linear_probe(x, y, val_x, val_y, test_x, task: Task, metric: str, seed: int
     trials = []
     for c in LINEAR_C:
         model = fit(c)
-        value = task_scores(task.prediction_type, full_scores(model, val_x), val_y)[metric]
+        value = metric_value(task.prediction_type, metric, full_scores(model, val_x), val_y)
         trials.append({"C": c, "valid": value})
         if best is None or value > best[1]:
             best = (model, value, c)
