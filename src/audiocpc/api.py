@@ -29,7 +29,6 @@ from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_
                             plan_crops, pool_by_file)
 from audiocpc.errors import AudiocpcError
 from audiocpc.models import CPCModel
-from audiocpc.models.hidden import HiddenStates
 from audiocpc.training.restore import RestoredRun, restore_run
 
 Waveform = Union[np.ndarray, torch.Tensor]
@@ -132,7 +131,7 @@ class CPCEmbedder:
 
     @torch.inference_mode()
     def hidden_states(self, waveform: Union[Waveform, Sequence[Waveform]], sample_rate: int,
-                      channels_first: bool = False) -> HiddenStates:
+                      channels_first: bool = False) -> "HiddenStates":  # noqa: F821 (models.hidden)
         """Every layer's output for one waveform or a batch (zero-padded to the longest), on
         the CPU: `.names`, `.hidden_states` (one [B, T, D] per layer), `.frame_rate(name)`,
         `.lengths[name]` (valid frames per item), `.as_dict()` (s3prl's layout)."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_PRESETS
+from conftest import build_model, tiny_config
 
-from audiocpc.config import load_config
 from audiocpc.models import CPCModel
 from audiocpc.models.hidden import pool_frames
 
@@ -22,7 +21,7 @@ EXPECTED_LAYERS = {
 
 def _model(preset: str) -> CPCModel:
     torch.manual_seed(0)
-    return CPCModel(load_config(preset, TINY_PRESETS[preset])).eval()
+    return build_model(tiny_config(preset)).eval()
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED_LAYERS))

@@ -16,7 +16,6 @@ from audiocpc.models.augment import WaveAugment
 from audiocpc.config import Config, steps_weights, window_samples
 from audiocpc.models.loss import candidate_logits, info_nce
 from audiocpc.models.checks import build_encoder
-from audiocpc.models.hidden import HiddenStates, hidden_states
 from audiocpc.models.negatives import sample_negatives, target_indices
 from audiocpc.models.registry import build
 
@@ -139,7 +138,10 @@ class CPCModel(nn.Module):
                             device=lengths.device)
 
     @torch.no_grad()
-    def hidden_states(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> HiddenStates:
+    def hidden_states(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                      ) -> "HiddenStates":  # noqa: F821 (models.hidden)
         """Every layer's output, named, with its frame rate (s3prl-style; see models/hidden.py):
         `model.hidden_states(waves)["encoder.conv2"]`, `.names`, `.frame_rate(name)`, `.as_dict()`."""
+        from audiocpc.models.hidden import hidden_states
+
         return hidden_states(self, waves, lengths)

@@ -14,12 +14,10 @@ Encoders and context networks without `layer_outputs` contribute only z and c.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
-
-if TYPE_CHECKING:
-    from audiocpc.models.cpc import CPCModel
+from torch import nn
 
 
 @dataclass
@@ -64,9 +62,10 @@ def _encoder_layers(encoder: torch.nn.Module, waves: torch.Tensor) -> list[tuple
     return [("z", encoder(waves))]
 
 
-def hidden_states(model: "CPCModel", waves: torch.Tensor,
+def hidden_states(model: nn.Module, waves: torch.Tensor,
                   lengths: Optional[torch.Tensor] = None) -> HiddenStates:
-    """Every layer of `model` for waves [B, S] (lengths [B]: valid samples of zero-padded rows)."""
+    """Every layer of a CPCModel for waves [B, S] (lengths [B]: valid samples of zero-padded
+    rows). It uses the model's encoder, context, window, sample_rate and frames_for."""
     batch, samples = waves.shape
     hops: dict[str, int] = {}
     firsts: dict[str, int] = {}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from audiocpc import __version__
-from audiocpc.config import Config, config_from_dict
+from audiocpc.config import Config
 from audiocpc.errors import CheckpointError
 from audiocpc.models import CPCModel
 
@@ -19,6 +19,14 @@ EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_FORMAT = "audiocpc-export"
 EXPORT_VERSION = 1
+EXPORT_NAMES = (EXPORT_CONFIG, EXPORT_WEIGHTS)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("audiocpc")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
 
 
 def is_exported_folder(folder: str | Path) -> bool:
@@ -45,7 +53,7 @@ def export_config(config: Config, name: str) -> dict[str, Any]:
 
         window = window_samples(config)
     return {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "audiocpc_version": __version__,
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "audiocpc_version": _package_version(),
         "name": name, "sample_rate": config.data.desired_sr, "mode": config.model.mode,
         "window_samples": window, "z_dim": config.model.z_dim, "c_dim": config.model.c_dim,
         "inputs": {"waveform": "float32 [batch, samples], mono, at sample_rate"},
@@ -68,8 +76,9 @@ def write_safetensors(model: CPCModel, config: Config, out_dir: str | Path, name
     return [meta, weights]
 
 
-def read_export(folder: str | Path) -> tuple[Config, dict[str, torch.Tensor], str]:
-    """(configuration, weights, name) of an exported folder; safetensors only, no pickle."""
+def read_export_payload(folder: str | Path) -> dict[str, Any]:
+    """{"config": the configuration as plain data, "model": the weights, "name"} of an exported
+    folder, in the layout of a checkpoint; safetensors and JSON only, nothing unpickled."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -88,4 +97,4 @@ def read_export(folder: str | Path) -> tuple[Config, dict[str, torch.Tensor], st
         state = load_file(str(folder / EXPORT_WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{folder / EXPORT_WEIGHTS}: not a readable safetensors file ({exc})") from None
-    return config_from_dict(meta["config"]), state, str(meta.get("name") or folder.name)
+    return {"config": meta["config"], "model": state, "name": str(meta.get("name") or folder.name)}

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from audiocpc.training.exported import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported_folder, read_export
 from audiocpc.config import Config, config_from_dict
 from audiocpc.errors import CheckpointError, ConfigError
 from audiocpc.models import CPCModel
@@ -41,24 +40,20 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
                 random_init: bool = False) -> RestoredRun:
-    """The model of `run_dir` (e.g. results/cpc/<name>) in eval mode on `device`."""
+    """The model of `run_dir` (e.g. results/cpc/<name>, or a folder written by `audiocpc
+    export`) in eval mode on `device`."""
+    from audiocpc.training.exported import EXPORT_NAMES, is_exported_folder
+
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() and run_dir.name in (CHECKPOINT_NAME, EXPORT_CONFIG, EXPORT_WEIGHTS):
+    if not run_dir.is_dir() and run_dir.name in (CHECKPOINT_NAME, *EXPORT_NAMES):
         run_dir = run_dir.parent
-    if not (run_dir / CHECKPOINT_NAME).is_file() and is_exported_folder(run_dir):
-        # an `audiocpc export` folder: config.json + model.safetensors, nothing unpickled
-        config, weights, _ = read_export(run_dir)
-        payload = {"model": weights}
-        source = run_dir / EXPORT_WEIGHTS
-    elif not (run_dir / CHECKPOINT_NAME).is_file():
+    if not (run_dir / CHECKPOINT_NAME).is_file() and not is_exported_folder(run_dir):
         raise CheckpointError(
             f"no trained model in {run_dir}: {CHECKPOINT_NAME} not found (give a run folder "
             "such as results/cpc/<name>, written by `audiocpc train`, or a folder written by "
             "`audiocpc export`)")
-    else:
-        payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        config = config_from_dict(payload["config"])
-        source = run_dir / CHECKPOINT_NAME
+    payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    config = config_from_dict(payload["config"])
     # Seeded like the trainer, so the random baseline is the initialisation training began with.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
@@ -67,7 +62,7 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
         try:
             model.load_state_dict(payload["model"])
         except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{source}: the weights do not fit the model "
+            raise CheckpointError(f"{run_dir / CHECKPOINT_NAME}: the weights do not fit the model "
                                   f"its configuration describes ({exc})") from None
     target = pick_device(device)
     model.to(target).eval()
