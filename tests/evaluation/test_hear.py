@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_PRESETS
+from tiny_models import TINY_PRESETS
 
 import audiocpc.hear as hear
 from audiocpc.errors import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_model, tiny_config
+from tiny_models import build_model, tiny_config
 
 from audiocpc.models import CPCModel
 from audiocpc.models.hidden import pool_frames

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_PRESETS
+from tiny_models import TINY_PRESETS
 
 import audiocpc
 from audiocpc.cli import main
