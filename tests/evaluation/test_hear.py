@@ -157,3 +157,12 @@ def test_random_init_is_the_untrained_model(tiny_run: Path) -> None:
     untrained = hear.load_model(tiny_run, device="cpu", random_init=True)
     audio = torch.from_numpy(np.random.default_rng(3).uniform(-0.5, 0.5, (1, 16000)).astype(np.float32))
     assert not torch.allclose(hear.get_scene_embeddings(audio, trained), hear.get_scene_embeddings(audio, untrained))
+
+
+@pytest.mark.parametrize("preset", ["1dconv_gru", "cpc_paper"])
+def test_a_sound_shorter_than_a_frame_still_gets_one(preset: str, tiny_exports: dict[str, Path]) -> None:
+    model = hear.load_model(tiny_exports[preset], device="cpu")
+    for samples in (160, 800):  # 10 ms and 50 ms at 16 kHz: shorter than one 133 ms window
+        embeddings, timestamps = hear.get_timestamp_embeddings(torch.zeros(2, samples), model)
+        assert embeddings.shape[:2] == timestamps.shape and timestamps.shape[1] >= 1
+        assert torch.isfinite(embeddings).all()

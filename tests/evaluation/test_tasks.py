@@ -188,3 +188,16 @@ def test_make_task_replaces_its_own_task_and_refuses_other_folders(tmp_path: Pat
     with pytest.raises(ConfigError, match="is not empty and is not a task written by make-task"):
         make_task(data, other, folds=3, **rules)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_files_whose_names_differ_only_in_extension_both_get_in(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for label in ("hum", "buzz"):
+        (data / label).mkdir(parents=True)
+        for i in range(3):
+            wave = synth_clip(label, 0.3, 16000, np.random.default_rng(i))
+            sf.write(data / label / f"clip{i}.wav", wave, 16000)
+        sf.write(data / label / "clip0.flac", synth_clip(label, 0.3, 16000, np.random.default_rng(9)), 16000)
+    task = make_task(data, tmp_path / "task", folds=3)
+    names = sorted(n for table in task.labels.values() for n in table)
+    assert len(names) == 8 and {"hum__clip0__flac.wav", "hum__clip0__wav.wav", "hum__clip1.wav"} <= set(names)

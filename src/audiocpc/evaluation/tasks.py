@@ -293,8 +293,14 @@ def make_task(data_dir: str | Path, out: str | Path, *, label_mode: str = "auto"
     tables: list[dict[str, list[str]]] = [{} for _ in range(folds)]
     unreadable = 0
     durations = []
-    for (path, rel, label), fold in zip(kept, fold_of):
-        flat = rel.replace("/", "__")  # HEAR's split folders are flat
+    # HEAR's split folders are flat: a/b.flac -> a__b.wav; names that would collide
+    # (a.wav beside a.flac) keep their extension: a__wav.wav, a__flac.wav
+    stems = [rel.replace("/", "__").rpartition(".") for _, rel, _ in kept]
+    counts: dict[str, int] = {}
+    for stem, _, _ in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    for ((path, rel, label), fold), (stem, _, extension) in zip(zip(kept, fold_of), stems):
+        wav_name = f"{stem}.wav" if counts[stem] == 1 else f"{stem}__{extension}.wav"
         try:
             waves = {rate: read_audio(path, rate) for rate in sample_rates}
         except AudiocpcError as exc:
@@ -304,8 +310,8 @@ def make_task(data_dir: str | Path, out: str | Path, *, label_mode: str = "auto"
         for rate, wave in waves.items():
             folder = out / str(rate) / f"fold{fold:02d}"
             folder.mkdir(parents=True, exist_ok=True)
-            _write_wav(folder / (Path(flat).stem + ".wav"), np.clip(wave, -1.0, 1.0), rate)
-        tables[fold][Path(flat).stem + ".wav"] = [label]
+            _write_wav(folder / wav_name, np.clip(wave, -1.0, 1.0), rate)
+        tables[fold][wav_name] = [label]
         durations.append(next(iter(waves.values())).size / sample_rates[0])
     for fold, table in enumerate(tables):
         _write_json(out / f"fold{fold:02d}.json", table)
