@@ -483,8 +483,9 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarra
     return model, float(best), epoch
 
 
-def _mlp_probe(x, y, val_x, val_y, test_x, task: Task, grid: MLPGrid, metric: str, seed: int
-               ) -> tuple[np.ndarray, dict[str, Any]]:
+def _mlp_probe(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, test_x: np.ndarray,
+               task: Task, grid: MLPGrid, metric: str, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Every grid point trained with early stopping; the best on validation scores the test side."""
     import torch
 
     multilabel = task.prediction_type == "multilabel"
@@ -510,8 +511,9 @@ def _mlp_probe(x, y, val_x, val_y, test_x, task: Task, grid: MLPGrid, metric: st
 LINEAR_C = (0.01, 0.1, 1.0, 10.0)
 
 
-def _linear_probe(x, y, val_x, val_y, test_x, task: Task, metric: str, seed: int
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+def _linear_probe(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, test_x: np.ndarray,
+                  task: Task, metric: str, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Logistic regression (one-vs-rest for multilabel), C chosen on validation."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 

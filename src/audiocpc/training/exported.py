@@ -9,8 +9,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from audiocpc.config import Config
 from audiocpc.errors import CheckpointError
 from audiocpc.models import CPCModel
