@@ -54,6 +54,10 @@ def test_an_exported_folder_loads_without_unpickling(tiny_run: Path, tmp_path: P
     wave = np.random.default_rng(0).uniform(-0.5, 0.5, 9000).astype(np.float32)
     assert torch.equal(exported.embed(wave, 8000).c, original.embed(wave, 8000).c)
     assert exported.run.name == "exported"
+    from audiocpc.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(out / "model.safetensors")  # the weights file stands for a checkpoint
+    assert set(payload) >= {"config", "model"} and payload["config"] == meta["config"]
 
 
 def test_a_broken_export_is_refused_in_one_line(tmp_path: Path, tiny_exports: dict[str, Path]) -> None:
