@@ -137,6 +137,9 @@ class CPCEmbedder:
         `.lengths[name]` (valid frames per item), `.as_dict()` (s3prl's layout)."""
         items, _ = _as_list(waveform)
         waves = [to_mono(w, sample_rate, self.sample_rate, channels_first) for w in items]
+        prepare = getattr(self, "_prepare", None)  # data.standardize, where the tree has it
+        if prepare is not None:
+            waves = [prepare(w) for w in waves]
         lengths = torch.tensor([w.size for w in waves])
         padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
         for row, wave in enumerate(waves):

@@ -166,3 +166,26 @@ def test_a_sound_shorter_than_a_frame_still_gets_one(preset: str, tiny_exports: 
         embeddings, timestamps = hear.get_timestamp_embeddings(torch.zeros(2, samples), model)
         assert embeddings.shape[:2] == timestamps.shape and timestamps.shape[1] >= 1
         assert torch.isfinite(embeddings).all()
+
+
+def test_sounds_are_prepared_like_training_recordings(tiny_exports: dict[str, Path]) -> None:
+    """A model trained on standardised recordings (data.standardize) sees standardised sounds."""
+    import types
+
+    from audiocpc.evaluation.hear import HearModel, recording_preparation
+
+    plain = hear.load_model(tiny_exports["cpc_tiny"], device="cpu")
+    assert plain.prepare is None  # configurations without data.standardize change nothing
+    scaled = types.SimpleNamespace(data=types.SimpleNamespace(standardize=True))
+    from audiocpc.data import audio as audio_io
+
+    if hasattr(audio_io, "standardize"):  # trees with data.standardize
+        prepare = recording_preparation(scaled)
+    else:
+        prepare = lambda w: (w - w.mean()) / (w.std() + 1e-8)  # noqa: E731
+    model = HearModel(plain.model, "standardised", prepare=prepare)
+    audio = torch.from_numpy(np.random.default_rng(4).uniform(-0.1, 0.1, (2, 16000)).astype(np.float32))
+    quiet, _ = hear.get_timestamp_embeddings(audio, model)
+    loud, _ = hear.get_timestamp_embeddings(8 * audio, model)
+    assert torch.allclose(quiet, loud, atol=1e-4)  # each sound scaled as a whole first
+    assert not torch.allclose(*(hear.get_timestamp_embeddings(a, plain)[0] for a in (audio, 8 * audio)), atol=1e-4)

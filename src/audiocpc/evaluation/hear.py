@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import soxr
@@ -58,9 +58,10 @@ class HearModel(nn.Module):
 
     def __init__(self, model: CPCModel, name: str, sample_rate: Optional[int] = None,
                  layer: str = "c", hop_ms: Optional[float] = MAX_HOP_MS, scene_pool: str = "mean",
-                 batch_size: int = 16):
+                 batch_size: int = 16, prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None):
         super().__init__()
         self.model = model.eval()
+        self.prepare = prepare  # per sound, at the model's rate, as recordings were in training
         self.name = name
         self.model_rate = int(model.sample_rate)
         rate = default_hear_rate(self.model_rate) if sample_rate is None else int(sample_rate)
@@ -115,12 +116,19 @@ class HearModel(nn.Module):
                 f"is one of {', '.join(map(str, HEAR_SAMPLE_RATES))}")
 
     def _to_model_rate(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.prepare is not None:
+            rows = audio.detach().float().cpu().numpy()
+            if self.sample_rate != self.model_rate:
+                rows = self._resample(rows)
+            return torch.from_numpy(np.stack([self.prepare(row) for row in rows]).astype(np.float32))
         if self.sample_rate == self.model_rate:
             return audio.float()
-        rows = audio.detach().float().cpu().numpy()
+        return torch.from_numpy(self._resample(audio.detach().float().cpu().numpy()))
+
+    def _resample(self, rows: np.ndarray) -> np.ndarray:
         # soxr takes [samples, channels]: every sound of the batch is one channel
         out = soxr.resample(np.ascontiguousarray(rows.T), self.sample_rate, self.model_rate, quality="HQ")
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, rows.shape[0]).T))
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, rows.shape[0]).T)
 
     @torch.no_grad()
     def forward(self, audio: Audio) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +201,17 @@ def load_model(model_file_path: str | os.PathLike = "", **options: Any) -> HearM
     device = options.pop("device", "auto")
     random_init = bool(options.pop("random_init", False))
     run = restore_run(model_file_path, device=device, random_init=random_init)
-    return HearModel(run.model, run.name, **options)
+    return HearModel(run.model, run.name, prepare=recording_preparation(run.config), **options)
+
+
+def recording_preparation(config: Any) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """What training did to each whole recording before cropping it: `data.standardize`
+    (zero mean, unit variance), in configurations that have that setting; None otherwise."""
+    if not getattr(config.data, "standardize", False):
+        return None
+    from audiocpc.data import audio
+
+    return audio.standardize
 
 
 def get_timestamp_embeddings(audio: Audio, model: HearModel, sample_rate: Optional[int] = None

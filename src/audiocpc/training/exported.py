@@ -55,6 +55,8 @@ def export_config(config: Config, name: str) -> dict[str, Any]:
         "name": name, "sample_rate": config.data.desired_sr, "mode": config.model.mode,
         "window_samples": window, "z_dim": config.model.z_dim, "c_dim": config.model.c_dim,
         "inputs": {"waveform": "float32 [batch, samples], mono, at sample_rate"},
+        # training scaled each whole recording to zero mean and unit variance: do the same
+        "standardize_recordings": bool(getattr(config.data, "standardize", False)),
         "outputs": {"z": "float32 [batch, frames, z_dim]", "c": "float32 [batch, frames, c_dim]"},
         "config": config.to_dict(),
     }
