@@ -113,7 +113,7 @@ def test_timestamp_embeddings_are_the_models_own_frames(tiny_exports: dict[str, 
     model = hear.load_model(tiny_exports["cpc_paper"], device="cpu")  # 16 kHz: no resampling
     audio = torch.from_numpy(np.random.default_rng(1).uniform(-0.5, 0.5, (2, 16000)).astype(np.float32))
     embeddings, timestamps = hear.get_timestamp_embeddings(audio, model)
-    _, c, _ = audiocpc.load(tiny_exports["cpc_paper"], device="cpu").model.extract_features(audio)
+    c = audiocpc.load(tiny_exports["cpc_paper"], device="cpu").embed(list(audio.numpy()), 16000).c
     inside = c.shape[1] - 3  # the last frames read the zeros padded at the end
     assert torch.allclose(embeddings[:, :inside], c[:, :inside], atol=1e-5)
     # frame t of the conv stack (strides 5,4,2,2,2, padding 3,2,1,1,1) reads samples [160 t - 153, 160 t + 312): centred at 160 t + 79
@@ -174,8 +174,8 @@ def test_sounds_are_prepared_like_training_recordings(tiny_exports: dict[str, Pa
 
     from audiocpc.evaluation.hear import HearModel, recording_preparation
 
-    plain = hear.load_model(tiny_exports["cpc_tiny"], device="cpu")
-    assert plain.prepare is None  # configurations without data.standardize change nothing
+    loaded = hear.load_model(tiny_exports["cpc_tiny"], device="cpu")
+    plain = HearModel(loaded.model, "raw")  # no preparation: the level passes through
     scaled = types.SimpleNamespace(data=types.SimpleNamespace(standardize=True))
     from audiocpc.data import audio as audio_io
 
@@ -183,7 +183,7 @@ def test_sounds_are_prepared_like_training_recordings(tiny_exports: dict[str, Pa
         prepare = recording_preparation(scaled)
     else:
         prepare = lambda w: (w - w.mean()) / (w.std() + 1e-8)  # noqa: E731
-    model = HearModel(plain.model, "standardised", prepare=prepare)
+    model = HearModel(loaded.model, "standardised", prepare=prepare)
     audio = torch.from_numpy(np.random.default_rng(4).uniform(-0.1, 0.1, (2, 16000)).astype(np.float32))
     quiet, _ = hear.get_timestamp_embeddings(audio, model)
     loud, _ = hear.get_timestamp_embeddings(8 * audio, model)
