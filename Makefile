@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned, so that no dependency lets pip choose a (multi-GB CUDA) build itself.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test,fast-tsne]"
+	$(BIN)/pip install --quiet -e ".[test,fast-tsne,export]"
 	touch $(STAMP)
 
 venv: $(STAMP)

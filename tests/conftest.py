@@ -71,3 +71,36 @@ def fsdd_dir() -> Path:
     if not FSDD.is_dir():
         pytest.skip(f"FSDD not found at {FSDD}")
     return FSDD
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An exported folder (config.json + model.safetensors) of every tiny preset, seeded weights."""
+    from audiocpc.training.exported import write_safetensors
+    from tiny_models import BUILTIN_PRESETS, TINY_PRESETS, build_model, tiny_config
+
+    missing = sorted(set(BUILTIN_PRESETS) - set(TINY_PRESETS))
+    assert not missing, f"add a tiny version of the new preset(s) {missing} to TINY_PRESETS"
+    root = tmp_path_factory.mktemp("tiny-exports")
+    folders = {}
+    for name in TINY_PRESETS:
+        config = tiny_config(name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(config).eval()
+        write_safetensors(model, config, root / name, name)
+        folders[name] = root / name
+    return folders
+
+
+@pytest.fixture(scope="session")
+def hear_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HEAR-format task written by the project's own code: the synthetic five-class
+    clips (data/synthetic.py), 6 per class, 1 s each, as 3 folds at 16 kHz (make-task)."""
+    from audiocpc.data.synthetic import make_demo_dataset
+    from audiocpc.evaluation.tasks import make_task
+
+    root = tmp_path_factory.mktemp("hear-task")
+    data = make_demo_dataset(root / "clips", files_per_class=6, test_files_per_class=0, seconds=1.0)
+    make_task(data / "train", root / "synthetic", folds=3, name="synthetic")
+    return root / "synthetic"

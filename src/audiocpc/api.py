@@ -146,6 +146,24 @@ class CPCEmbedder:
                                                    lengths.to(self.device))
         return Features(z.float().cpu(), c.float().cpu(), frames.cpu())
 
+    @torch.inference_mode()
+    def hidden_states(self, waveform: Union[Waveform, Sequence[Waveform]], sample_rate: int,
+                      channels_first: bool = False) -> "HiddenStates":  # noqa: F821 (models.hidden)
+        """Every layer's output for one waveform or a batch (zero-padded to the longest), on
+        the CPU: `.names`, `.hidden_states` (one [B, T, D] per layer), `.frame_rate(name)`,
+        `.lengths[name]` (valid frames per item), `.as_dict()` (s3prl's layout)."""
+        items, _ = _as_list(waveform)
+        waves = [to_mono(w, sample_rate, self.sample_rate, channels_first) for w in items]
+        waves = [self._prepare(w) for w in waves]
+        lengths = torch.tensor([w.size for w in waves])
+        padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+        for row, wave in enumerate(waves):
+            padded[row, : wave.size] = wave
+        states = self.model.hidden_states(torch.from_numpy(padded).to(self.device), lengths.to(self.device))
+        states.hidden_states = [x.float().cpu() for x in states.hidden_states]
+        states.lengths = {k: v.cpu() for k, v in states.lengths.items()}
+        return states
+
     def embed_waveforms(self, waveforms: Sequence[Waveform], sample_rate: Optional[int] = None, *,
                         crops: Crops = 5, kind: str = "context", seed: int = 0,
                         batch_size: int = 64, channels_first: bool = False) -> np.ndarray:

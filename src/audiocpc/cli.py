@@ -199,7 +199,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
                           label_mode=args.label_mode, label_pattern=args.label_pattern,
                           labels_csv=args.labels_csv, random_init=args.random_init,
-                          device=args.device, progress=not args.quiet)
+                          device=args.device, progress=not args.quiet, layer=args.layer,
+                          pool=args.pool)
     info = result.info
     print(f"wrote {result.array_path} ({info['rows']} x {info['dim']}, {info['files']} files, "
           f"{info['skipped_short']} too short) and {result.manifest_path.name}")
@@ -233,6 +234,46 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from audiocpc.training.export import export_run
+
+    formats = ["safetensors"] + [f for f in (args.formats or []) if f != "safetensors"]
+    written = export_run(args.run_dir, args.out, formats, random_init=args.random_init)
+    print(f"exported to {args.out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _cmd_make_task(args: argparse.Namespace) -> int:
+    from audiocpc.evaluation.tasks import make_task
+
+    task = make_task(args.data_dir, args.out, label_mode=args.label_mode, label_pattern=args.label_pattern,
+                     labels_csv=args.labels_csv, group_pattern=args.group_pattern,
+                     groups_csv=args.groups_csv, folds=args.folds,
+                     sample_rates=args.sample_rates or [16000], name=args.name, seed=args.seed)
+    sizes = ", ".join(f"{split} {len(files)}" for split, files in task.labels.items())
+    print(f"wrote HEAR task {task.name!r} to {args.out}: {len(task.vocabulary)} labels, "
+          f"{task.metadata['files']} files ({sizes}); groups: {task.metadata['groups']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from audiocpc.evaluation.tasks import EvaluateOptions, MLPGrid, evaluate_task, results_table
+
+    grid = MLPGrid(hidden_layers=tuple(args.hidden_layers), learning_rates=tuple(args.lrs),
+                   max_epochs=args.max_epochs, patience=args.patience)
+    hear_options = {"layer": args.layer, "scene_pool": args.scene_pool}
+    if args.sample_rate:
+        hear_options["sample_rate"] = args.sample_rate
+    features = ("cpc", *args.baselines)
+    options = EvaluateOptions(features=features, probes=tuple(args.probes or ["mlp", "linear"]),
+                              grid=grid, seed=args.seed, device=args.device, hear_options=hear_options)
+    for task_dir in args.task_dirs:
+        results = evaluate_task(task_dir, args.model, args.out, options)
+        print(results_table(results))
+        print(f"wrote {Path(results['results_dir']) / 'results.json'}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiocpc", description=(
         "Contrastive Predictive Coding on folders of raw audio: train, embed, classify, plot."))
@@ -257,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random crops per file (default 90 for train, 5 otherwise) or 'all'")
     p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
                    help="c at the crop's last step, mean of c, or mean of z")
+    p.add_argument("--layer", metavar="NAME",
+                   help="embed one layer instead of --kind: z, c, encoder.conv1, ... (a wrong name lists them)")
+    p.add_argument("--pool", default="mean", choices=["mean", "meanstd", "meanmax", "last"],
+                   help="pooling of a crop's frames for --layer, context_mean and z_mean (default mean)")
     p.add_argument("--out", default="results", help="results folder (writes <out>/embeddings/<name>/)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crop positions")
     p.add_argument("--batch-size", type=int, default=64, help="crops per inference batch")
@@ -268,6 +313,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_embed)
+
+    p = sub.add_parser("export", help="write a self-contained model: safetensors, TorchScript, ONNX")
+    p.add_argument("run_dir", metavar="RUN", help="run folder (results/cpc/<name>) or an exported folder")
+    p.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and the formats to")
+    p.add_argument("--format", dest="formats", action="append", choices=["safetensors", "torchscript", "onnx"],
+                   help="also write model.torchscript.pt / model.onnx (repeatable; safetensors always)")
+    p.add_argument("--random-init", action="store_true", help="export the untrained model (baseline)")
+    p.set_defaults(handler=_cmd_export)
+
+    p = sub.add_parser("make-task", help="write a labelled folder as a HEAR-format task (group-aware folds)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="labelled audio (labels as in `audiocpc embed`)")
+    p.add_argument("--out", required=True, help="task folder to write")
+    p.add_argument("--label-mode", default="auto", choices=["auto", "folder", "regex", "csv"])
+    p.add_argument("--label-pattern", help="regex with a named group 'label', searched in file names")
+    p.add_argument("--labels-csv", help="CSV of file,label rows (paths relative to DATA_DIR)")
+    p.add_argument("--group-pattern", help="regex with a named group 'group' (speaker, track): a group "
+                   "stays in one fold, e.g. '_(?P<group>[a-z]+)_'")
+    p.add_argument("--groups-csv", help="CSV of file,group rows (paths relative to DATA_DIR)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--sample-rate", dest="sample_rates", type=int, action="append",
+                   help="HEAR rate(s) to write the audio at (default 16000; repeatable)")
+    p.add_argument("--name", help="task name (default: the --out folder's name)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    p.set_defaults(handler=_cmd_make_task)
+
+    p = sub.add_parser("evaluate", help="HEAR-format tasks: MLP grid and linear probe vs MFCC and random-init")
+    p.add_argument("task_dirs", nargs="+", metavar="TASK_DIR", help="HEAR-format task folder(s)")
+    p.add_argument("--model", required=True, help="run folder (results/cpc/<name>) or exported folder")
+    p.add_argument("--out", default="results/hear", help="results folder (writes <out>/<task>/results.json)")
+    p.add_argument("--baselines", nargs="*", default=["random", "mfcc"], choices=["random", "mfcc"],
+                   help="baselines beside the model (default: random mfcc)")
+    p.add_argument("--probe", dest="probes", action="append", choices=["mlp", "linear"],
+                   help="downstream model(s): mlp (HEAR's grid), linear (repeatable; default both)")
+    p.add_argument("--layer", default="c", help="layer(s) of the model, e.g. c, z or 'z,c' (default c)")
+    p.add_argument("--scene-pool", default="mean", choices=["mean", "meanstd", "meanmax", "last"],
+                   help="pooling of the frames into one embedding per sound (default mean)")
+    p.add_argument("--sample-rate", type=int, help="HEAR rate to feed the model (default: nearest above its own)")
+    p.add_argument("--hidden-layers", type=int, nargs="+", default=[1, 2], help="MLP depths of the grid")
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3.2e-4, 1e-4], help="MLP learning rates")
+    p.add_argument("--max-epochs", type=int, default=500)
+    p.add_argument("--patience", type=int, default=20, help="epochs without a better validation score")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("check-data", help="scan a data folder: what can be read and used for training")
     p.add_argument("data_dir", metavar="DIR", help="folder of audio files (searched recursively)")

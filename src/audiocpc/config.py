@@ -14,7 +14,6 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from audiocpc.errors import ConfigError
 
 
 class Section(BaseModel):

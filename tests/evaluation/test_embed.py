@@ -188,3 +188,41 @@ def test_labels_from_a_table_reach_the_manifest(tiny_run: Path, tmp_path: Path) 
     assert [(r["file"], r["label"]) for r in rows] == [("b.wav", ""), ("takes/a.wav", "dog")]
     info = json.loads((tmp_path / "embeddings" / "tiny" / "test.json").read_text())
     assert info["unlabelled_files"] == 1 and info["labels"] == ["dog"]
+
+
+def test_embed_a_layer_with_pooling(tiny_run: Path, demo_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from audiocpc.cli import main
+
+    common = [str(tiny_run), "--data", str(demo_dir / "test"), "--crops", "2", "--quiet"]
+    assert main(["embed", *common, "--split", "zmean", "--kind", "z_mean", "--out", str(tmp_path / "a")]) == 0
+    assert main(["embed", *common, "--split", "zmean", "--layer", "z", "--out", str(tmp_path / "b")]) == 0
+    by_kind = np.load(tmp_path / "a" / "embeddings" / "tiny" / "zmean.npy")
+    by_layer = np.load(tmp_path / "b" / "embeddings" / "tiny" / "zmean.npy")
+    assert np.allclose(by_kind, by_layer, atol=1e-5)  # the same crops, the same numbers
+    assert main(["embed", *common, "--split", "conv", "--layer", "encoder.conv2", "--pool", "meanstd",
+                 "--out", str(tmp_path)]) == 0
+    conv = np.load(tmp_path / "embeddings" / "tiny" / "conv.npy")
+    info = json.loads((tmp_path / "embeddings" / "tiny" / "conv.json").read_text())
+    assert conv.shape == (by_kind.shape[0], 2 * 64) and info["layer"] == "encoder.conv2"
+    assert info["pool"] == "meanstd" and (conv[:, 64:] >= 0).all()  # the second half is a std
+    capsys.readouterr()
+    assert main(["embed", *common, "--split", "x", "--layer", "conv9", "--out", str(tmp_path)]) == 2
+    assert ("--layer: no layer named 'conv9'; this model's layers are: encoder.conv1, encoder.conv2, "
+            "encoder.conv3, z, c") in capsys.readouterr().err
+    assert main(["embed", *common, "--split", "x", "--pool", "meanmax", "--out", str(tmp_path)]) == 2
+    assert "--pool: the 'context' embedding is c at the crop's last step" in capsys.readouterr().err
+
+
+def test_hidden_states_from_python(tiny_run: Path) -> None:
+    import audiocpc
+
+    model = audiocpc.load(tiny_run, device="cpu")
+    rng = np.random.default_rng(0)
+    waves = [rng.uniform(-0.5, 0.5, 16000), rng.uniform(-0.5, 0.5, 8000)]  # 1 s and 0.5 s at 16 kHz
+    states = model.hidden_states(waves, 16000)
+    assert states.names == ["encoder.conv1", "encoder.conv2", "encoder.conv3", "z", "c"]
+    assert states["c"].shape == (2, 16, 64) and states.lengths["c"].tolist() == [16, 8]
+    assert states.frame_rate("z") == 16.0  # windows of 500 samples at 8 kHz
+    features = model.embed(waves, 16000)
+    assert torch.allclose(states["c"], features.c, atol=1e-5) and torch.allclose(states["z"], features.z, atol=1e-5)

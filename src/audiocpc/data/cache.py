@@ -9,7 +9,6 @@ a killed process are swept once they are older than STALE_TEMP_SECONDS.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os

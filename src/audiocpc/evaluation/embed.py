@@ -37,6 +37,7 @@ from audiocpc.evaluation.store import MANIFEST_COLUMNS, EmbeddingSplit  # noqa: 
 from audiocpc.fileio import files_fingerprint, normalised_json, sha256_file
 from audiocpc.data.labels import label_rule
 from audiocpc.models import CPCModel
+from audiocpc.models.hidden import POOLS, pool_frames
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.scan import scan_folder
 
@@ -62,7 +63,13 @@ def crop_length(config: Config) -> int:
     return config.data.crop_samples
 
 
-def check_options(kind: str, crops: Crops, batch_size: int = 1) -> None:
+def check_options(kind: str, crops: Crops, batch_size: int = 1, layer: Optional[str] = None,
+                  pool: str = "mean") -> None:
+    if pool not in POOLS:
+        raise ConfigError(f"--pool: unknown pooling '{pool}'; choose {', '.join(POOLS)}")
+    if layer is None and kind == "context" and pool != "mean":
+        raise ConfigError("--pool: the 'context' embedding is c at the crop's last step; pooling applies "
+                          "to --kind context_mean or z_mean, or to a --layer")
     if kind not in EMBEDDING_KINDS:
         raise ConfigError(f"--kind: unknown embedding kind '{kind}'; choose {', '.join(EMBEDDING_KINDS)}")
     if crops != "all" and (isinstance(crops, bool) or not isinstance(crops, int) or crops < 1):
@@ -102,12 +109,24 @@ def plan_crops(lengths: Sequence[int], keys: Sequence[str], crop: int, crops: Cr
 # ---------------------------------------------------------------- inference
 
 
-def pool_steps(z: torch.Tensor, c: Optional[torch.Tensor], kind: str) -> torch.Tensor:
-    """[B, L, dim] step features -> [B, dim] crop embeddings."""
+def pool_steps(z: torch.Tensor, c: Optional[torch.Tensor], kind: str, pool: str = "mean") -> torch.Tensor:
+    """[B, L, dim] step features -> [B, dim] crop embeddings ([B, 2 dim] for meanstd / meanmax)."""
     if kind == "z_mean":
-        return z.mean(dim=1)
+        return pool_frames(z, pool)
     assert c is not None
-    return c[:, -1] if kind == "context" else c.mean(dim=1)
+    return c[:, -1] if kind == "context" else pool_frames(c, pool)
+
+
+def layer_names(model: CPCModel, crop: int) -> list[str]:
+    """The names `--layer` accepts for this model (see CPCModel.hidden_states)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model.hidden_states(torch.zeros(1, crop, device=device)).names
+
+
+def check_layer(model: CPCModel, crop: int, layer: Optional[str]) -> None:
+    if layer is not None and layer not in (names := layer_names(model, crop)):
+        raise ConfigError(f"--layer: no layer named '{layer}'; this model's layers are: {', '.join(names)}")
 
 
 def _file_groups(counts: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -127,21 +146,26 @@ def _file_groups(counts: Sequence[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def _direct(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
-            files: list[int], crop: int, kind: str, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Crop by crop, in batches: every crop through the whole model."""
+            files: list[int], crop: int, kind: str, batch_size: int, device: torch.device,
+            layer: Optional[str] = None, pool: str = "mean") -> torch.Tensor:
+    """Crop by crop, in batches: every crop through the whole model (or up to `layer`)."""
     rows = [(f, int(s)) for f in files for s in starts[f]]
     out = []
     for first in range(0, len(rows), batch_size):
         chunk = rows[first : first + batch_size]
         batch = torch.from_numpy(np.stack([waves[f][s : s + crop] for f, s in chunk])).to(device)
+        if layer is not None:
+            out.append(pool_frames(model.hidden_states(batch)[layer], pool))
+            continue
         z = model.encode(batch)
         c = None if kind == "z_mean" else model.contextualize(z)
-        out.append(pool_steps(z, c, kind))
+        out.append(pool_steps(z, c, kind, pool))
     return torch.cat(out)
 
 
 def _shared(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
-            files: list[int], crop: int, kind: str, batch_size: int, device: torch.device) -> torch.Tensor:
+            files: list[int], crop: int, kind: str, batch_size: int, device: torch.device,
+            pool: str = "mean") -> torch.Tensor:
     """Window mode: each distinct window of a file (crops on the window grid share most of
     theirs) is encoded once, and each crop's steps are gathered from those embeddings."""
     window = model.window
@@ -164,7 +188,7 @@ def _shared(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.nd
     out = []
     for chunk in torch.split(sequences, batch_size):
         c = None if kind == "z_mean" else model.contextualize(chunk)
-        out.append(pool_steps(chunk, c, kind))
+        out.append(pool_steps(chunk, c, kind, pool))
     return torch.cat(out)
 
 
@@ -190,24 +214,30 @@ def _shared_is_exact(model: CPCModel, waves: Sequence[np.ndarray], starts: Seque
 def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                 crop: int, kind: str = "context", batch_size: int = 64,
                 shared: Optional[bool] = None, progress: bool = False,
-                desc: str = "embedding") -> tuple[np.ndarray, bool]:
+                desc: str = "embedding", layer: Optional[str] = None,
+                pool: str = "mean") -> tuple[np.ndarray, bool]:
     """Embed the crops `waves[f][s : s + crop]` for every file f and start s in `starts[f]`.
 
     Returns (float32 [total crops, dim] in file-then-start order, whether the shared-window
     path was used). `shared=None` uses it when crops share enough windows to pay off and
-    it gives the same numbers for this model."""
+    it gives the same numbers for this model. `layer` (a name from `CPCModel.hidden_states`)
+    embeds that layer's frames of each crop pooled with `pool`, crop by crop."""
     model.eval()
     device = next(model.parameters()).device
     counts = [len(s) for s in starts]
-    possible = model.window is not None and crop % model.window == 0
+    possible = model.window is not None and crop % model.window == 0 and layer is None
     if shared and not possible:
-        raise ValueError("shared window encoding needs window mode (crops of whole windows)")
+        raise ValueError("shared window encoding needs window mode (crops of whole windows) and no layer")
     if shared is None:
         shared = possible and window_reuse(starts, crop, model.window or 1) >= MIN_WINDOW_REUSE
         if shared and not _shared_is_exact(model, waves, starts, crop, kind, device):
             log.info("this model's encoder is not window-local: embedding crop by crop")
             shared = False
-    run = _shared if shared else _direct
+    def run(*args: Any) -> torch.Tensor:
+        if shared:
+            return _shared(*args, pool=pool)
+        return _direct(*args, layer=layer, pool=pool)
+
     pieces = []
     with tqdm(total=sum(1 for n in counts if n), desc=desc, unit="file", disable=not progress,
               leave=False) as bar:
@@ -253,7 +283,8 @@ def data_identity(data_dir: str | Path, extensions: Sequence[str]) -> dict[str, 
 def embedding_inputs(model: dict[str, Any], data_dir: str | Path, extensions: Sequence[str], *,
                      split: str, crops: Crops, kind: str, seed: int, label_mode: str = "auto",
                      label_pattern: Optional[str] = None,
-                     labels_csv: Optional[str | Path] = None) -> dict[str, Any]:
+                     labels_csv: Optional[str | Path] = None, layer: Optional[str] = None,
+                     pool: str = "mean") -> dict[str, Any]:
     """What one split's embeddings are made from, as recorded in `<split>.json` (`inputs`):
     the model (`restore.model_identity`), the data folder's files and the settings. An
     embedding whose recorded inputs equal these, computed now, is up to date."""
@@ -265,7 +296,8 @@ def embedding_inputs(model: dict[str, Any], data_dir: str | Path, extensions: Se
     return normalised_json({
         "model": model,
         "data": data_identity(data_dir, extensions),
-        "settings": {"split": split, "crops": crops, "kind": kind, "seed": seed, "labels": labels},
+        "settings": {"split": split, "crops": crops, "kind": kind, "seed": seed, "labels": labels,
+                     "layer": layer, "pool": pool},
     })
 
 
@@ -274,27 +306,32 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
                  seed: int = 0, batch_size: int = 64, label_mode: str = "auto",
                  label_pattern: Optional[str] = None, labels_csv: Optional[str | Path] = None,
                  random_init: bool = False, device: str | torch.device = "auto",
-                 progress: bool = True, shared: Optional[bool] = None) -> EmbeddingSplit:
+                 progress: bool = True, shared: Optional[bool] = None, layer: Optional[str] = None,
+                 pool: str = "mean") -> EmbeddingSplit:
     """Embed every audio file below `data_dir` (this split's folder) and write
     `<folder>/<split>.{npy,csv,json}` (the results layout's embeddings folder is chosen by
     the caller: `audiocpc.embed_folder` puts it in `<out>/embeddings/<run name>`). `crops`
     defaults to 90 for the train split and 5 otherwise; `random_init` embeds with the
-    untrained baseline. The JSON records the identity of the model, data and settings."""
+    untrained baseline; `layer` embeds one layer of `CPCModel.hidden_states` instead of
+    `kind`, its frames pooled by `pool` (which also pools the frames of the context_mean and
+    z_mean kinds). The JSON records the identity of the model, data and settings."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", split):
         raise ConfigError(f"--split: '{split}' must be a plain name such as train or test")
     crops = default_crops(split) if crops is None else crops
-    check_options(kind, crops, batch_size)
+    check_options(kind, crops, batch_size, layer, pool)
     rule = label_rule(label_mode, label_pattern, labels_csv)  # a bad label table fails early
     run = _as_run(run_dir_or_model, random_init, device)
     config, model = run.config, run.model
     crop = crop_length(config)
+    check_layer(model, crop, layer)
     sr = config.data.desired_sr
     root = Path(data_dir)
     # taken before the data is read: a file that changes while it is embedded makes the
     # recorded identity stale, so the next `audiocpc run` embeds again
     inputs = embedding_inputs(run.identity, root, config.data.extensions, split=split, crops=crops,
                               kind=kind, seed=seed, label_mode=label_mode,
-                              label_pattern=label_pattern, labels_csv=labels_csv)
+                              label_pattern=label_pattern, labels_csv=labels_csv, layer=layer,
+                              pool=pool)
     # the one data path; each file on its own (data.join is for training crops only)
     report = scan_folder(root, config.data, crop, progress=progress, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
@@ -305,7 +342,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
     waves = corpus.waves()  # opened on demand: no open file per recording
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
-                                    desc=f"embedding {split}")
+                                    desc=f"embedding {split}", layer=layer, pool=pool)
     counts = [len(s) for s in starts]
     row_files = [n for n, c in zip(names, counts) for _ in range(c)]
     row_labels = [lab for lab, c in zip(file_labels, counts) for _ in range(c)]
@@ -317,7 +354,8 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     info = {
         "run": run.name, "run_dir": os.path.abspath(run.run_dir), "random_init": random_init,
         "split": split,
-        "data_dir": str(root.resolve()), "kind": kind, "crops": crops, "seed": seed,
+        "data_dir": str(root.resolve()), "kind": kind, "layer": layer, "pool": pool,
+        "crops": crops, "seed": seed,
         "rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "files": len(names),
         "sample_rate": sr, "crop_samples": crop, "crop_seconds": crop / sr,
         "mode": config.model.mode, "shared_window_encoding": used_shared,

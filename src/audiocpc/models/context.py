@@ -24,6 +24,24 @@ class _Recurrent(nn.Module):
         c, _ = self.rnn(z)
         return c
 
+    def layer_outputs(self, z: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """Each recurrent layer's output [B, L, out_dim]; the last one is c."""
+        if self.rnn.num_layers == 1:
+            return [("c", self.forward(z))]
+        from torch.func import functional_call
+
+        single = self.cell(self.rnn.input_size, self.rnn.hidden_size, batch_first=True).to(z.device)
+        outputs, x = [], z
+        for index in range(self.rnn.num_layers):
+            if index:  # the second layer's input size is the hidden size
+                single = self.cell(self.rnn.hidden_size, self.rnn.hidden_size, batch_first=True).to(z.device)
+            weights = {f"{name}_l0": getattr(self.rnn, f"{name}_l{index}")
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            x, _ = functional_call(single, weights, (x,))
+            outputs.append((f"context.layer{index + 1}", x))
+        outputs[-1] = ("c", x)
+        return outputs
+
 
 @register("context", "gru")
 class GRUContext(_Recurrent):
@@ -84,3 +102,18 @@ class TransformerContext(nn.Module):
         mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
         x = self.blocks(self.dropout(x), mask=mask, is_causal=True)
         return self.dense(x)
+
+    def layer_outputs(self, z: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """Each Transformer block's output [B, L, in_dim], then c (after the dense stack)."""
+        length = z.shape[1]
+        x = z * math.sqrt(z.shape[-1]) + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
+        mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
+        x = self.dropout(x)
+        outputs = []
+        for index, block in enumerate(self.blocks.layers):
+            x = block(x, src_mask=mask, is_causal=True)
+            outputs.append((f"context.block{index + 1}", x))
+        if self.blocks.norm is not None:
+            x = self.blocks.norm(x)
+        outputs.append(("c", self.dense(x)))
+        return outputs

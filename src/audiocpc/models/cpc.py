@@ -150,3 +150,12 @@ class CPCModel(nn.Module):
             return torch.div(lengths, self.window, rounding_mode="floor")
         return torch.tensor([self.encoder.output_length(int(n)) for n in lengths.tolist()],
                             device=lengths.device)
+
+    @torch.no_grad()
+    def hidden_states(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                      ) -> "HiddenStates":  # noqa: F821 (models.hidden)
+        """Every layer's output, named, with its frame rate (s3prl-style; see models/hidden.py):
+        `model.hidden_states(waves)["encoder.conv2"]`, `.names`, `.frame_rate(name)`, `.as_dict()`."""
+        from audiocpc.models.hidden import hidden_states
+
+        return hidden_states(self, waves, lengths)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiocpc.models.layers import ChannelNorm, activation, norm1d
+from audiocpc.models.layers import ACTIVATION_TYPES, ChannelNorm, activation, norm1d
 from audiocpc.models.registry import register
 
 NormKind = Literal["none", "batch", "layer", "channel"]
@@ -76,8 +76,41 @@ class Conv1dEncoder(nn.Module):
             length = (length + 2 * p - k) // s + 1
         return length
 
+    def layer_geometry(self) -> list[tuple[int, int, int]]:
+        """Per conv block: (hop, first, span) in input samples: block output t reads the
+        samples [hop * t + first, hop * t + first + span) (padding makes `first` negative)."""
+        hop, first, span, out = 1, 0, 1, []
+        for k, s, p in zip(self.kernels, self.strides, self.pads):
+            hop, first, span = hop * s, first - hop * p, span + hop * (k - 1)
+            out.append((hop, first, span))
+        return out
+
+    def layer_lengths(self, samples: int) -> list[int]:
+        """Frames per conv block for an input of `samples` samples."""
+        lengths, length = [], samples
+        for k, s, p in zip(self.kernels, self.strides, self.pads):
+            length = (length + 2 * p - k) // s + 1
+            lengths.append(length)
+        return lengths
+
+    def layer_outputs(self, waves: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """The output of every conv block (after its norm and activation) and z, each
+        [B, L_layer, dim]: the per-layer features of `CPCModel.hidden_states`."""
+        outputs: list[tuple[str, torch.Tensor]] = []
+        x = waves.unsqueeze(1)
+        block = 0
+        for layer in self.convs:
+            x = layer(x)
+            if isinstance(layer, ACTIVATION_TYPES):  # a block ends with its activation
+                block += 1
+                outputs.append((f"encoder.conv{block}", x.transpose(1, 2)))
+        outputs.append(("z", self.head(x.transpose(1, 2))))
+        return outputs
+
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        if self.time_major:
+        # Traced for export: plain convolutions, whose shapes follow any input length
+        # (the matmul path's reshapes would freeze the traced length).
+        if self.time_major and not torch.jit.is_tracing():
             return self.head(self._time_major_features(waves))
         features = self.convs(waves.unsqueeze(1))  # [B, C, L]
         return self.head(features.transpose(1, 2))  # [B, L, z_dim]

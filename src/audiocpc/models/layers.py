@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+ACTIVATION_TYPES = tuple(ACTIVATIONS.values())  # a conv block ends with one of these
 
 
 def activation(name: str) -> nn.Module:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiocpc.models.layers import activation, norm2d
+from audiocpc.models.layers import ACTIVATION_TYPES, activation, norm2d
 from audiocpc.models.registry import register
 
 LOG_FLOOR = 1e-6  # added to mel power before the log: silence gives a finite floor
@@ -88,11 +88,26 @@ class LogMelSpectrogram(nn.Module):
     def frames(self, samples: int) -> int:
         return 0 if samples < self.n_fft else 1 + (samples - self.n_fft) // self.hop_length
 
+    def power_spectrum(self, waves: torch.Tensor) -> torch.Tensor:
+        """|STFT|^2 [B, n_fft // 2 + 1, frames]. When traced for export (TorchScript, ONNX,
+        which have no complex numbers) the same DFT is two real matmuls on framed audio."""
+        if not torch.jit.is_tracing():
+            spectrum = torch.stft(waves, self.n_fft, self.hop_length, window=self.window,
+                                  center=False, return_complex=True)
+            return spectrum.abs().square()
+        # windowed DFT rows as convolution kernels [bins, 1, n_fft], one output per hop
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        angle = 2 * torch.pi * n[None, : self.n_fft // 2 + 1].T * n[None, :] / self.n_fft
+        window = self.window.double().cpu()
+        kernels = torch.cat([torch.cos(angle) * window, torch.sin(angle) * window])
+        parts = F.conv1d(waves.unsqueeze(1), kernels.float().unsqueeze(1).to(waves.device),
+                         stride=self.hop_length)  # [B, 2 * bins, frames]
+        real, imag = parts.chunk(2, dim=1)
+        return real.square() + imag.square()
+
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=waves.device.type, enabled=False):  # FFT in float32
-            spectrum = torch.stft(waves.float(), self.n_fft, self.hop_length, window=self.window,
-                                  center=False, return_complex=True)
-            mel = self.filters @ spectrum.abs().square()  # [B, n_mels, frames]
+            mel = self.filters @ self.power_spectrum(waves.float())  # [B, n_mels, frames]
             logmel = torch.log(mel + LOG_FLOOR)
             if self.smoothing > 1:  # moving average along time, edges repeated
                 pad = self.smoothing // 2
@@ -204,6 +219,47 @@ class LogMelConv2dEncoder(nn.Module):
         if self.window_samples is not None:
             return 1 if frames >= self.frames_per_window else 0
         return self._conv_length(frames) if frames > 0 else 0
+
+    def layer_geometry(self) -> list[tuple[int, int, int]]:
+        """Per layer (log-mel, then each conv block): (hop, first, span) in input samples;
+        frame t reads the samples [hop * t + first, hop * t + first + span)."""
+        reach = self.frontend.smoothing // 2  # the moving average reaches this many frames out
+        hop, first = self.hop_length, -reach * self.hop_length
+        span = self.frontend.n_fft + 2 * reach * self.hop_length
+        out = [(hop, first, span)]
+        for _ in range(self.n_convs):  # 3x3, stride 2, padding 1 along time
+            hop, first, span = hop * 2, first - hop, span + 2 * hop
+            out.append((hop, first, span))
+        return out
+
+    def layer_lengths(self, samples: int) -> list[int]:
+        """Frames per layer (log-mel, then each conv block) for `samples` samples."""
+        length = self.frontend.frames(samples)
+        lengths = [length]
+        for _ in range(self.n_convs):
+            length = (length - 1) // 2 + 1 if length > 0 else 0
+            lengths.append(length)
+        return lengths
+
+    def layer_outputs(self, waves: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """The standardised log-mel frames, every conv block's output (channels x
+        frequencies per time step) and z, each [B, L_layer, dim]."""
+        if self.window_samples is not None:
+            waves = waves[:, : self.frontend.n_fft + (self.frames_per_window - 1) * self.hop_length]
+        x = self.frontend(waves).unsqueeze(1)  # [B, 1, n_mels, frames]
+        outputs = [("encoder.logmel", x[:, 0].transpose(1, 2))]
+        block = 0
+        for layer in self.convs:
+            x = layer(x)
+            if isinstance(layer, ACTIVATION_TYPES):
+                block += 1
+                outputs.append((f"encoder.conv{block}", x.permute(0, 3, 1, 2).flatten(2)))
+        if self.window_samples is not None:
+            z = self.head(x.flatten(1)).unsqueeze(1)
+        else:
+            z = self.head(x.permute(0, 3, 1, 2).flatten(2))
+        outputs.append(("z", z))
+        return outputs
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         if self.window_samples is not None:  # exactly one patch: standardise over it alone

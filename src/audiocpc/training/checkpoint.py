@@ -50,10 +50,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a file that needs arbitrary code is refused."""
+    """Load with weights_only=True; a file that needs arbitrary code is refused. In a folder
+    written by `audiocpc export` (config.json + model.safetensors, no checkpoint.pt) the same
+    payload ({"config", "model"}) is read from those files, never unpickling anything."""
+    from audiocpc.training.exported import EXPORT_NAMES, is_exported_folder, read_export_payload
+
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
+    if (path.name in EXPORT_NAMES or not path.is_file()) and is_exported_folder(path.parent):
+        return read_export_payload(path.parent)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (train a model first, or check the path)")
     try:

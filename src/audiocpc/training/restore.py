@@ -91,15 +91,21 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
                 random_init: bool = False) -> RestoredRun:
-    """The model of `run_dir` (e.g. results/cpc/<name>) in eval mode on `device`."""
+    """The model of `run_dir` (e.g. results/cpc/<name>, or a folder written by `audiocpc
+    export`) in eval mode on `device`."""
+    from audiocpc.training.exported import EXPORT_NAMES, is_exported_folder
+
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() and run_dir.name == CHECKPOINT_NAME:
+    if not run_dir.is_dir() and run_dir.name in (CHECKPOINT_NAME, *EXPORT_NAMES):
         run_dir = run_dir.parent
     checkpoint = RunFolder(run_dir).checkpoint_path
+    if not checkpoint.is_file() and is_exported_folder(run_dir):
+        checkpoint = run_dir / "model.safetensors"  # load_checkpoint reads the exported folder
     if not checkpoint.is_file():
         raise CheckpointError(
             f"no trained model in {run_dir}: {CHECKPOINT_NAME} not found (give a run folder "
-            "such as results/cpc/<name>, written by `audiocpc train`)")
+            "such as results/cpc/<name>, written by `audiocpc train`, or a folder written by "
+            "`audiocpc export`)")
     payload, sha = _load_with_hash(checkpoint)
     identity = _IDENTITIES.setdefault((sha, random_init), _identity(payload, sha, random_init))
     config = check_model_config(config_from_dict(payload["config"]))

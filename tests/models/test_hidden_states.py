@@ -1,0 +1,89 @@
+"""CPCModel.hidden_states: every layer, named, with its frame rate and geometry (s3prl-style)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import build_model, tiny_config
+
+from audiocpc.models import CPCModel
+from audiocpc.models.hidden import pool_frames
+
+EXPECTED_LAYERS = {
+    "1dconv_gru": [f"encoder.conv{i}" for i in range(1, 6)] + ["z", "c"],
+    "1dconv_lstm": [f"encoder.conv{i}" for i in range(1, 6)] + ["z", "context.layer1", "c"],
+    "1dconv_transformer": [f"encoder.conv{i}" for i in range(1, 6)] + ["z", "context.block1", "context.block2", "c"],
+    "2dconv_gru": ["encoder.logmel"] + [f"encoder.conv{i}" for i in range(1, 5)] + ["z", "c"],
+    "cpc_tiny": [f"encoder.conv{i}" for i in range(1, 5)] + ["z", "c"],
+    "fsdd": ["encoder.logmel", "encoder.conv1", "z", "c"],
+}
+
+
+def _model(preset: str) -> CPCModel:
+    torch.manual_seed(0)
+    return build_model(tiny_config(preset)).eval()
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED_LAYERS))
+def test_every_layer_is_named_and_z_and_c_are_the_models(preset: str) -> None:
+    model = _model(preset)
+    waves = 0.3 * torch.randn(2, model.sample_rate)
+    states = model.hidden_states(waves)
+    assert states.names == EXPECTED_LAYERS[preset]
+    z, c, _ = model.extract_features(waves)
+    assert torch.allclose(states["z"], z, atol=1e-5) and torch.allclose(states["c"], c, atol=1e-5)
+    for name, x in zip(states.names, states.hidden_states):
+        assert x.ndim == 3 and x.shape[0] == 2 and torch.isfinite(x).all(), name
+    layout = states.as_dict()
+    assert len(layout["hidden_states"]) == len(states.names)
+    assert layout["downsample_rates"]["c"] == states.hops["z"]
+    if model.window is not None:  # one vector per window in every layer
+        assert {x.shape[1] for x in states.hidden_states} == {model.sample_rate // model.window}
+        assert set(states.hops.values()) == {model.window}
+
+
+def test_frame_mode_layers_have_their_own_rates_and_centres() -> None:
+    model = _model("cpc_tiny")  # strides 5, 4, 2, 2; kernels 10, 8, 4, 4; padding 3, 2, 1, 1 at 8 kHz
+    states = model.hidden_states(torch.zeros(1, 8000))
+    assert [states.hops[f"encoder.conv{i}"] for i in range(1, 5)] == [5, 20, 40, 80]
+    assert [states["encoder.conv1"].shape[1], states["z"].shape[1]] == [1600, 100]
+    assert states.frame_rate("z") == 100.0 and states.frame_rate("encoder.conv1") == 1600.0
+    # conv1 output t reads samples [5t - 3, 5t + 7): centred at 5t + 1.5
+    assert torch.allclose(states.centres("encoder.conv1", 3), torch.tensor([1.5, 6.5, 11.5], dtype=torch.float64))
+    with pytest.raises(KeyError, match="no layer named 'nope'; the layers are: encoder.conv1"):
+        states["nope"]
+
+
+def test_padded_rows_report_their_valid_frames_per_layer() -> None:
+    model = _model("cpc_tiny")
+    short, long = 0.3 * torch.randn(4000), 0.3 * torch.randn(8000)
+    batch = torch.zeros(2, 8000)
+    batch[0, :4000], batch[1] = short, long
+    states = model.hidden_states(batch, torch.tensor([4000, 8000]))
+    alone = model.hidden_states(short[None])
+    for name in ("encoder.conv1", "encoder.conv4", "z", "c"):
+        valid = int(states.lengths[name][0])
+        assert valid == alone[name].shape[1] and int(states.lengths[name][1]) == states[name].shape[1]
+        # away from the end, where the padding is read, the padded row is the short input's
+        inner = valid - 4
+        assert torch.allclose(states[name][0, :inner], alone[name][0, :inner], atol=1e-5), name
+
+
+def test_two_layer_recurrent_context_gives_each_layer() -> None:
+    model = _model("1dconv_lstm")
+    states = model.hidden_states(0.3 * torch.randn(1, 4410 * 2))
+    first = torch.nn.LSTM(16, 16, batch_first=True).requires_grad_(False)  # layer 1 alone
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(first, f"{name}_l0").copy_(getattr(model.context.rnn, f"{name}_l0"))
+    expected, _ = first(states["z"])
+    assert torch.allclose(states["context.layer1"], expected, atol=1e-6)
+
+
+def test_pooling_of_frames() -> None:
+    frames = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])
+    assert pool_frames(frames, "mean").tolist() == [[2.0, 4.0]]
+    assert pool_frames(frames, "meanstd").tolist() == [[2.0, 4.0, 1.0, 2.0]]
+    assert pool_frames(frames, "meanmax").tolist() == [[2.0, 4.0, 3.0, 6.0]]
+    assert pool_frames(frames, "last").tolist() == [[3.0, 6.0]]
+    with pytest.raises(ValueError, match="unknown pooling 'median'"):
+        pool_frames(frames, "median")
