@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from audiocpc.errors import ConfigError
+from audiocpc.safe_yaml import YAMLExpansionError, load_yaml, short_repr
 
 
 class Section(BaseModel):
@@ -222,7 +223,9 @@ def available_presets() -> list[str]:
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
+    except YAMLExpansionError as exc:
+        raise ConfigError(f"{source}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if loaded is None:
@@ -258,13 +261,15 @@ def preset_dict(name_or_path: str) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`train.lr=2e-4` -> (['train', 'lr'], 0.0002). Values are parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
+        raise ConfigError(f"--set {short_repr(item)}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
     key, _, text = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: the key must be dotted names, e.g. train.lr")
+        raise ConfigError(f"--set {short_repr(item)}: the key must be dotted names, e.g. train.lr")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
+    except YAMLExpansionError as exc:
+        raise ConfigError(f"--set {key}: refused: {exc}") from None
     except yaml.YAMLError:
         value = text
     return key.split("."), value
@@ -279,7 +284,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section")
+                raise ConfigError(f"--set {short_repr(item)}: '{part}' is a value, not a section")
             node = child
         node[path[-1]] = value
     return raw
@@ -317,7 +322,7 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "value_error" and not loc:
         return str(error["ctx"]["error"])
     given = error.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, dict) else ""
+    shown = f" (got {short_repr(given)})" if not isinstance(given, dict) else ""
     return f"{dotted}: {error['msg']}{shown}"
 
 
