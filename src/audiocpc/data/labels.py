@@ -91,20 +91,23 @@ def _table_text(csv_path: Path) -> str:
     """The table as text: UTF-8 (with or without a byte-order mark), else one clear error
     naming the line and the encoding to save it in."""
     raw = csv_path.read_bytes()
-    fix = "save it as UTF-8 (e.g. iconv -t UTF-8, or 'CSV UTF-8' in a spreadsheet)"
+    def fix(source: str) -> str:
+        return (f"save it as UTF-8 (iconv -f {source} -t UTF-8 {csv_path.name} > utf8.csv, or "
+                "'CSV UTF-8' in a spreadsheet)")
+
     for mark, name in _OTHER_ENCODINGS:  # UTF-32 first: its LE mark starts like UTF-16's
         if raw.startswith(mark):
-            raise ConfigError(f"{csv_path}:1: the file is {name} text; {fix}")
+            raise ConfigError(f"{csv_path}:1: the file is {name} text; {fix(name)}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{csv_path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8 (a Latin-1 "
-                          f"or Windows-1252 file?); {fix}") from None
+                          f"or Windows-1252 file?); {fix('LATIN1')}") from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise ConfigError(f"{csv_path}:{line}: the file contains NUL bytes (UTF-16 or UTF-32 "
-                          f"without a byte-order mark, or not text at all); {fix}")
+                          f"without a byte-order mark, or not text at all); {fix('UTF-16LE')}")
     return text
 
 
