@@ -66,6 +66,7 @@ def load_split(folder: str | Path, split: str) -> EmbeddingSplit:
         raise AudiocpcError(f"{folder}: {split}.csv lists {len(rows)} crops but {split}.npy holds "
                             f"{features.shape[0]} rows; embed again")
     meta = _read_info(folder, split)
+    _check_finite(features, folder / f"{split}.npy")
     labelled = np.array([bool((row.get("label") or "").strip()) for row in rows], dtype=bool)
     if not labelled.any():
         raise AudiocpcError(f"{folder}/{split}.csv: no crop has a label, so there is nothing to "
@@ -76,6 +77,18 @@ def load_split(folder: str | Path, split: str) -> EmbeddingSplit:
     keep = np.flatnonzero(labelled)
     return EmbeddingSplit(np.asarray(features[keep], dtype=np.float32),
                           [rows[i]["file"] for i in keep], [rows[i]["label"].strip() for i in keep], meta)
+
+
+def _check_finite(features: np.ndarray, path: Path) -> None:
+    """NaN or infinite embeddings mean the model (or the file) is broken: say so, once."""
+    bad = 0
+    for start in range(0, features.shape[0], 65536):  # in blocks: the array is memory-mapped
+        block = np.asarray(features[start : start + 65536], dtype=np.float32)
+        bad += int((~np.isfinite(block)).any(axis=tuple(range(1, block.ndim))).sum())
+    if bad:
+        raise AudiocpcError(
+            f"{path}: {bad} of {features.shape[0]} rows hold NaN or infinite values (a model "
+            "whose weights or inputs are not finite?); embed again with a sound checkpoint")
 
 
 def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int = 0
@@ -94,6 +107,11 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
         how = {"mode": "by file", "test_fraction": test_fraction, "seed": seed,
                "note": "no test split: whole files held out, stratified by class"}
     unseen = sorted(set(test.labels) - set(train.labels))
+    if unseen and not set(test.labels) - set(unseen):
+        raise AudiocpcError(
+            f"{folder}: no test class occurs in the train split (test: {', '.join(unseen)}; "
+            f"train: {', '.join(sorted(set(train.labels)))}), so nothing can be scored; embed "
+            "labelled test audio of the training classes (or leave out the test split)")
     if unseen:
         log.warning("classes only in the test split are left out: %s", ", ".join(unseen))
         test = test.subset(np.array([label not in unseen for label in test.labels], dtype=bool))
