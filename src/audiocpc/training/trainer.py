@@ -35,6 +35,7 @@ from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, D
 from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, RunExistsError
 from audiocpc.models import CPCModel
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training import resume_rules
 
 log = logging.getLogger("audiocpc")
 
@@ -166,6 +167,8 @@ class Trainer:
         self.force = force
         self.dist = dist
         self.device = self._device()
+        self._resume_changes: list[resume_rules.Change] = []  # safe changes, found on rank 0
+        self.settings_changes: list[dict[str, Any]] = []  # recorded in the checkpoint
         self._resume_payload = self._read_resume_payload(resume, force)
 
         if config.train.threads is not None:
@@ -210,7 +213,14 @@ class Trainer:
         checkpoint_path = self.run_dir / CHECKPOINT_NAME
         if checkpoint_path.exists():
             if resume:
-                return load_checkpoint(checkpoint_path)
+                payload = load_checkpoint(checkpoint_path)
+                self._resume_changes = resume_rules.check_resume(
+                    resume_rules.comparable_config(payload["config"]), self.config.to_dict(),
+                    self.run_dir, int(payload.get("world_size", 1)), self.dist.world_size)
+                announcement = resume_rules.announce(self._resume_changes)
+                if announcement:
+                    log.info(announcement)
+                return payload
             if not force:
                 raise RunExistsError(
                     f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
@@ -256,6 +266,8 @@ class Trainer:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
+            resume_rules.restore_learning_rate(self.optimizer, payload["config"],
+                                               int(payload.get("world_size", 1)), self.lr)
             if payload.get("scaler"):
                 self.scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -263,6 +275,7 @@ class Trainer:
                 f"{self.run_dir / CHECKPOINT_NAME} does not match this configuration ({exc}). "
                 "Resume with the run's own config.yaml, or start over with --force.") from None
         self.step = int(payload["step"])
+        self.settings_changes = resume_rules.recorded_changes(payload, self.step, self._resume_changes)
         self.history = list(payload.get("history", []))
         self.step_losses = [float(x) for x in payload.get("step_losses", [])]
         meter = payload.get("meter") or {}
@@ -307,6 +320,7 @@ class Trainer:
             "rng": rng,
             "finished": finished,
             "world_size": self.dist.world_size,
+            "settings_changes": self.settings_changes,
         }
 
     def save(self, finished: bool = False) -> None:
