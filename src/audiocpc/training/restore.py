@@ -17,6 +17,7 @@ from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from audiocpc.config import Config, config_from_dict
 from audiocpc.errors import CheckpointError, ConfigError
 from audiocpc.models import CPCModel
+from audiocpc.training.resume_rules import stored_config_error
 
 
 @dataclass
@@ -49,7 +50,10 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
             f"no trained model in {run_dir}: {CHECKPOINT_NAME} not found (give a run folder "
             "such as results/cpc/<name>, written by `audiocpc train`)")
     payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    config = config_from_dict(payload["config"])
+    try:
+        config = config_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise stored_config_error(run_dir / CHECKPOINT_NAME, exc) from None
     # Seeded like the trainer, so the random baseline is the initialisation training began with.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)

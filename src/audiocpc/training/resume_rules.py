@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from audiocpc.config import config_from_dict
-from audiocpc.errors import ConfigError
+from audiocpc.errors import CheckpointError, ConfigError
 from audiocpc.training.distributed import effective_lr
 
 # Keys (or sections, ending in '.') that may change on --resume. Everything else is refused.
@@ -125,13 +125,21 @@ def recorded_changes(payload: dict[str, Any], step: int,
     return history
 
 
-def comparable_config(stored: dict[str, Any]) -> dict[str, Any]:
+def comparable_config(stored: dict[str, Any], checkpoint: Any) -> dict[str, Any]:
     """The checkpoint's configuration with the defaults of settings added since it was
     written filled in (as plain data), so that only real changes are compared."""
     try:
         return config_from_dict(stored).to_dict()
-    except ConfigError:  # an older schema: compare what it holds
-        return stored
+    except ConfigError as exc:
+        raise stored_config_error(checkpoint, exc) from None
+
+
+def stored_config_error(checkpoint: Any, exc: ConfigError) -> CheckpointError:
+    """A checkpoint whose stored configuration does not validate: damaged, or edited."""
+    more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+    return CheckpointError(f"{checkpoint}: its stored configuration is not valid "
+                           f"({exc.problems[0]}{more}); the file is damaged or was edited. "
+                           "Restore it from a backup, or start over with --force")
 
 
 def restore_learning_rate(optimizer: torch.optim.Optimizer, stored: dict[str, Any],

@@ -215,7 +215,8 @@ class Trainer:
             if resume:
                 payload = load_checkpoint(checkpoint_path)
                 self._resume_changes = resume_rules.check_resume(
-                    resume_rules.comparable_config(payload["config"]), self.config.to_dict(),
+                    resume_rules.comparable_config(payload["config"], checkpoint_path),
+                    self.config.to_dict(),
                     self.run_dir, int(payload.get("world_size", 1)), self.dist.world_size)
                 announcement = resume_rules.announce(self._resume_changes)
                 if announcement:
