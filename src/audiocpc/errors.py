@@ -44,3 +44,7 @@ class RunExistsError(AudiocpcError):
 
 class NonFiniteLossError(AudiocpcError):
     """Training produced a NaN or infinite loss and `train.on_nan` is `stop`."""
+
+
+class DiskFullError(AudiocpcError):
+    """A write failed because the file system is full (or over quota)."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from audiocpc.data.audio import check_readable, read_audio, read_failure_reason
 from audiocpc.errors import AudioReadError
+from audiocpc.storage import disk_full_error, is_disk_full, sweep_temporaries
 
 
 def default_cache_dir() -> Path:
@@ -24,9 +25,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "audio"
 
 
+_SWEPT: set[Path] = set()  # cache folders already cleared of orphans by this process
+
+
 class AudioCache:
     def __init__(self, folder: Optional[str | Path] = None):
         self.folder = Path(folder) if folder else default_cache_dir()
+        if self.folder not in _SWEPT:
+            _SWEPT.add(self.folder)
+            # left by writers that died (a kill, a full disk): nothing else would remove them
+            sweep_temporaries(self.folder.glob("*/*.tmp*"))
 
     def key(self, path: str | Path, sample_rate: int) -> str:
         path = Path(path)
@@ -54,6 +62,13 @@ class AudioCache:
         wave = read_audio(path, sample_rate)
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, wave)
-        os.replace(tmp, entry)
+        try:
+            np.save(tmp, wave)
+            os.replace(tmp, entry)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise disk_full_error(tmp, "free space, or move the decoded-audio cache to a "
+                                      "bigger disk with data.cache_dir or AUDIOCPC_CACHE") from None
+            raise
         return np.load(entry, mmap_mode="r")

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from audiocpc.data.audio import audio_info, check_readable, discover_audio_files, relative_name
 from audiocpc.data.cache import AudioCache
 from audiocpc.config import DataConfig
-from audiocpc.errors import AudioReadError, ConfigError, NoUsableAudioError
+from audiocpc.errors import AudioReadError, ConfigError, DiskFullError, NoUsableAudioError
+from audiocpc.storage import disk_full_error, is_disk_full
 
 log = logging.getLogger("audiocpc")
 
@@ -177,6 +178,10 @@ def _write_json(path: Path, payload: Any) -> Path:
     try:
         tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, "free space (or write the report elsewhere)") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -257,6 +262,6 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     if remembered != known:
         try:
             _write_json(cache_file, remembered)
-        except OSError as exc:  # a read-only cache only costs speed
+        except (OSError, DiskFullError) as exc:  # a read-only or full cache only costs speed
             log.debug("could not write the scan cache %s: %s", cache_file, exc)
     return DataReport(str(root), sr, min_samples / sr, files)

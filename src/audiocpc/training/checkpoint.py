@@ -15,6 +15,7 @@ checkpoint without the file (written before it existed) loads as before.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from audiocpc.errors import CheckpointError
+from audiocpc.storage import disk_full_error, is_disk_full, sweep_temporaries
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HASH_SUFFIX = ".sha256"
@@ -63,22 +65,35 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Serialised in memory first: on a full disk a plain write raises ENOSPC, where torch's
+    # own writer fails with "unexpected pos".
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    data = buffer.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
+    previous = path.exists()
     try:
         with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **payload}, handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        digest = file_sha256(tmp)
         # the new hash first, still listing the current file's: either file passes the check
         _write_hashes(path, [digest] + _listed_hashes(path))
         _test_save_stall(path)
         os.replace(tmp, path)
+        _write_hashes(path, [digest])
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        then = (f"the previous checkpoint {path} is intact; free space and run the same command "
+                "with --resume" if previous else
+                "no checkpoint was written yet; free space and run the command again")
+        raise disk_full_error(getattr(exc, "filename", None) or tmp, then) from None
     finally:
         tmp.unlink(missing_ok=True)
-    _write_hashes(path, [digest])
     _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
-        stale.unlink(missing_ok=True)
+    # left by processes killed mid-save (the run folder's lock keeps out live ones)
+    sweep_temporaries(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def hash_file(path: Path) -> Path:

@@ -36,6 +36,7 @@ from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, 
 from audiocpc.models import CPCModel
 from audiocpc.training.preflight import check_training_setup
 from audiocpc.training import resume_rules
+from audiocpc.storage import disk_full_error, is_disk_full
 
 log = logging.getLogger("audiocpc")
 
@@ -45,7 +46,7 @@ def run_directory(config: Config) -> Path:
 
 
 # What a run writes into its folder; --force removes these (and only these) before it starts.
-RUN_OUTPUTS = (CHECKPOINT_NAME, "losses.npy", "history.csv", "data_report.json", "tensorboard")
+RUN_OUTPUTS = (CHECKPOINT_NAME, CHECKPOINT_NAME + ".sha256", "losses.npy", "history.csv", "data_report.json", "tensorboard")
 
 
 def remove_run_outputs(run_dir: Path) -> None:
@@ -402,6 +403,18 @@ class Trainer:
             self._write_history()
 
     def _write_history(self) -> None:
+        try:
+            self._write_history_files()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            then = ("no checkpoint was written yet; free space and run the command again"
+                    if self.last_saved_step is None else
+                    f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                    "intact; free space and run the same command with --resume")
+            raise disk_full_error(exc.filename or self.run_dir / "losses.npy", then) from None
+
+    def _write_history_files(self) -> None:
         # temporary files renamed into place: a kill mid-write never leaves half a file
         losses_tmp = self.run_dir / ".losses.npy.tmp"
         with open(losses_tmp, "wb") as handle:
