@@ -48,3 +48,7 @@ class NonFiniteLossError(AudiocpcError):
 
 class DiskFullError(AudiocpcError):
     """A write failed because the file system is full (or over quota)."""
+
+
+class RunInUseError(AudiocpcError):
+    """Another live process holds the lock of a run folder."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from audiocpc.errors import DiskFullError
+from audiocpc.errors import DiskFullError, RunInUseError
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 STALE_AFTER_S = 3600.0  # a temporary file untouched this long has no live writer
@@ -93,3 +93,61 @@ def sweep_temporaries(paths: Iterable[Path], now: float | None = None) -> int:
             except OSError:
                 pass
     return removed
+
+
+LOCK_NAME = ".audiocpc.lock"
+
+
+class FolderLock:
+    """An exclusive lock on `folder` for as long as the `with` block runs: `flock` on
+    `folder/.audiocpc.lock`, which holds the owner's PID for the refusal message. The kernel
+    releases it when the process ends, however it ends, so a lock left by a killed process
+    never blocks (its file stays, naming a process that is gone)."""
+
+    def __init__(self, folder: str | Path, purpose: str):
+        self.folder = Path(folder)
+        self.purpose = purpose
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK_NAME
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"PID {holder}" if holder else "PID unknown"
+            stop = f"stop it (kill {holder})" if holder else "stop it"
+            raise RunInUseError(
+                f"{self.folder} is in use by another audiocpc process ({who}, {self.purpose}); "
+                f"wait for it to finish, {stop}, or choose another --name") from None
+        except OSError:  # a file system without flock (some network mounts): go on unlocked
+            os.close(fd)
+            return self
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the lock holds all the same, without the PID
+            pass
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock; the file is left (unlinking it would race)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

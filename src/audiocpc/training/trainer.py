@@ -36,7 +36,7 @@ from audiocpc.errors import AudiocpcError, CheckpointError, NonFiniteLossError, 
 from audiocpc.models import CPCModel
 from audiocpc.training.preflight import check_training_setup
 from audiocpc.training import resume_rules
-from audiocpc.storage import disk_full_error, is_disk_full
+from audiocpc.storage import FolderLock, disk_full_error, is_disk_full
 
 log = logging.getLogger("audiocpc")
 
@@ -558,8 +558,18 @@ def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: 
     """Train (or resume) a CPC model on the audio below `data_dir`. Under torchrun (and
     `dist` not given) the processes join one DistributedDataParallel run."""
     if dist is not None:
-        return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+        with _run_folder_lock(config, dist):
+            return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
+                           dist=dist).fit()
     with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
-                             config.train.device) as session:
+                             config.train.device) as session, _run_folder_lock(config, session):
         return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
                        dist=session).fit()
+
+
+def _run_folder_lock(config: Config, dist: DistributedContext) -> contextlib.AbstractContextManager:
+    """Held by rank 0 for the whole training: a second process on the same run folder is
+    refused before it reads or removes anything."""
+    if not dist.is_main:
+        return contextlib.nullcontext()
+    return FolderLock(run_directory(config), "training")
