@@ -102,12 +102,15 @@ class FolderLock:
     """An exclusive lock on `folder` for as long as the `with` block runs: `flock` on
     `folder/.audiocpc.lock`, which holds the owner's PID for the refusal message. The kernel
     releases it when the process ends, however it ends, so a lock left by a killed process
-    never blocks (its file stays, naming a process that is gone)."""
+    never blocks (its file stays, naming a process that is gone). If the block fails and
+    the folders made for the lock hold nothing else, they are removed again: a refused
+    command leaves no empty run folder behind."""
 
     def __init__(self, folder: str | Path, purpose: str):
         self.folder = Path(folder)
         self.purpose = purpose
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     @property
     def path(self) -> Path:
@@ -116,7 +119,9 @@ class FolderLock:
     def __enter__(self) -> "FolderLock":
         import fcntl
 
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._created = missing  # deepest first
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,10 +144,19 @@ class FolderLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the flock; the file is left (unlinking it would race)
-            self._fd = None
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._fd is None:
+            return
+        if exc_type is not None and self._created:
+            try:
+                if [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+                    self.path.unlink()
+                    for folder in self._created:
+                        folder.rmdir()
+            except OSError:
+                pass  # something else appeared in the meantime: leave it all
+        os.close(self._fd)  # releases the flock; the file is left (unlinking it would race)
+        self._fd = None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -1,22 +1,58 @@
 """A cache of decoded audio: each file decoded and resampled once, then memory-mapped.
 
-An entry is keyed by the file's absolute path, size, modification time and the target
-rate, so a changed file is decoded again. Entries are written atomically (temporary file,
-then rename), so a crash never leaves a half-written array behind.
+An entry is keyed by the file's absolute path, size, modification and change times, inode
+and the target rate, so a changed file is decoded again (even an in-place edit that keeps
+the size and modification time: it changes the ctime). Entries are written atomically
+(temporary file, then rename), so a crash never leaves a half-written array behind, and
+checked when opened (one dimension, float32, finite, the length the file's header implies):
+an entry that fails is decoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from audiocpc.data.audio import check_readable, read_audio, read_failure_reason
+from audiocpc.data.audio import audio_info, check_readable, read_audio, read_failure_reason
 from audiocpc.errors import AudioReadError
 from audiocpc.storage import disk_full_error, is_disk_full, sweep_temporaries
+
+
+log = logging.getLogger("audiocpc")
+
+FINITE_CHECK_BLOCK = 1 << 20  # samples per block: the check never loads a whole file
+
+
+def expected_length(path: str | Path, sample_rate: int) -> Optional[int]:
+    """Samples a decoding of `path` at `sample_rate` gives, from its header; None where the
+    header cannot say exactly (MP3) or cannot be read."""
+    try:
+        info = audio_info(path)
+    except AudioReadError:
+        return None
+    if not info.samplerate or "MP" in str(info.format).upper():
+        return None
+    return int(round(info.frames * sample_rate / info.samplerate))
+
+
+def entry_problem(wave: np.ndarray, expected: Optional[int]) -> Optional[str]:
+    """Why a cache entry is not what decoding gives, or None if it is sound."""
+    if wave.ndim != 1:
+        return f"shape {tuple(wave.shape)}, not one channel"
+    if wave.dtype != np.float32:
+        return f"dtype {wave.dtype}, not float32"
+    # resampling may round the length by a sample or two
+    if expected is not None and abs(wave.shape[0] - expected) > 2 + expected // 10_000:
+        return f"{wave.shape[0]} samples where the file holds {expected}"
+    for start in range(0, wave.shape[0], FINITE_CHECK_BLOCK):
+        if not np.isfinite(wave[start : start + FINITE_CHECK_BLOCK]).all():
+            return "NaN or infinite samples"
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +75,8 @@ class AudioCache:
     def key(self, path: str | Path, sample_rate: int) -> str:
         path = Path(path)
         stat = path.stat()
-        ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}"
+        ident = (f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|"
+                 f"{stat.st_ino}|{sample_rate}")
         return hashlib.sha1(ident.encode("utf-8", "surrogateescape")).hexdigest()
 
     def entry(self, path: str | Path, sample_rate: int) -> Path:
@@ -56,9 +93,17 @@ class AudioCache:
             raise AudioReadError(path, read_failure_reason(exc)) from None
         if entry.exists():
             try:
-                return np.load(entry, mmap_mode="r")
+                cached = np.load(entry, mmap_mode="r")
             except (ValueError, OSError):
-                entry.unlink(missing_ok=True)  # a damaged entry: decode again
+                cached, problem = None, "not a readable array"
+            else:
+                problem = entry_problem(cached, expected_length(path, sample_rate))
+            if problem is None:
+                return cached
+            log.warning("%s: its decoded copy in the cache is damaged (%s); decoding it again",
+                        path, problem)
+            del cached
+            entry.unlink(missing_ok=True)
         wave = read_audio(path, sample_rate)
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npy")
