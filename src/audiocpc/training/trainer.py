@@ -373,10 +373,14 @@ class Trainer:
             advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
                       if cfg.mixed_precision == "fp16" else
                       "lower train.lr or set train.grad_clip (e.g. 1.0)")
+            saved = (f"No checkpoint was written yet (train.checkpoint_every = {cfg.checkpoint_every}); "
+                     "run the command again with the changes" if self.last_saved_step is None else
+                     f"The last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                     "intact: --resume continues from it")
             raise NonFiniteLossError(
                 f"loss became {loss_value} at step {self.step + 1} (last finite loss "
-                f"{self.last_finite_loss:.4f}). Try: {advice}. The last checkpoint in "
-                f"{self.run_dir} is intact; set train.on_nan=skip to skip such steps instead.")
+                f"{self.last_finite_loss:.4f}). Try: {advice}. {saved}; set train.on_nan=skip "
+                "to skip such steps instead.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
