@@ -167,3 +167,38 @@ def test_checkpoint_temporaries_of_dead_processes_are_swept(out: Path, tone_dir:
     train(load_config("1dconv_tiny", [f"output.dir={out}", *BASE, "train.epochs=2"]), tone_dir,
           resume=True, progress=False)
     assert not orphan.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 2 MB file system (tmpfs), where only root may mount one: skipped elsewhere."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_really_full_disk_through_the_cli(small_disk: Path, tone_dir: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A 1dconv_tiny checkpoint is 1.2 MB: the first fits on the 2 MB disk, the second not."""
+    from audiocpc.cli import main
+
+    args = ["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(small_disk),
+            "--name", "run", "--quiet"]
+    for item in ["train.epochs=1", "train.steps_per_epoch=4", "train.checkpoint_every=2", "data.N=4"]:
+        args += ["--set", item]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    error = [line for line in lines if line.startswith("audiocpc: error")]
+    assert len(error) == 1, lines
+    assert f"no space left on the file system at {small_disk}" in error[0]
+    assert "checkpoint.pt is intact" in error[0] and "--resume" in error[0]
+    run_dir = small_disk / "cpc" / "run"
+    assert not _temporaries(run_dir)
+    assert load_checkpoint(run_dir)["step"] == 2  # whole, and its hash matches
