@@ -137,8 +137,9 @@ class FolderLock:
             os.close(fd)
             return self
         try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            if _read_pid(fd) != os.getpid():  # unchanged otherwise: the folder is left as it was
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
         except OSError:  # a full disk: the lock holds all the same, without the PID
             pass
         self._fd = fd

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from audiocpc.training.checkpoint import CHECKPOINT_NAME, HASH_SUFFIX, load_checkpoint, save_checkpoint
 from audiocpc.config import Config
 from audiocpc.data.corpus import CropSampler, load_corpus
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
@@ -46,7 +46,8 @@ def run_directory(config: Config) -> Path:
 
 
 # What a run writes into its folder; --force removes these (and only these) before it starts.
-RUN_OUTPUTS = (CHECKPOINT_NAME, CHECKPOINT_NAME + ".sha256", "losses.npy", "history.csv", "data_report.json", "tensorboard")
+RUN_OUTPUTS = (CHECKPOINT_NAME, CHECKPOINT_NAME + HASH_SUFFIX, "losses.npy", "history.csv",
+               "data_report.json", "tensorboard")
 
 
 def remove_run_outputs(run_dir: Path) -> None:
@@ -373,10 +374,11 @@ class Trainer:
             advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
                       if cfg.mixed_precision == "fp16" else
                       "lower train.lr or set train.grad_clip (e.g. 1.0)")
-            saved = (f"No checkpoint was written yet (train.checkpoint_every = {cfg.checkpoint_every}); "
-                     "run the command again with the changes" if self.last_saved_step is None else
+            saved = (f"No checkpoint was written yet (train.checkpoint_every = {cfg.checkpoint_every}): "
+                     "run the command again after the change" if self.last_saved_step is None else
                      f"The last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
-                     "intact: --resume continues from it")
+                     "intact: --resume continues from it with a new train.lr (other changes "
+                     "need --force)")
             raise NonFiniteLossError(
                 f"loss became {loss_value} at step {self.step + 1} (last finite loss "
                 f"{self.last_finite_loss:.4f}). Try: {advice}. {saved}; set train.on_nan=skip "
