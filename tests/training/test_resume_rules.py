@@ -152,4 +152,9 @@ def test_the_rule_as_a_function() -> None:
     two = load_config("1dconv_tiny", ["data.N=8"]).to_dict()
     one = load_config("1dconv_tiny", ["data.N=16"]).to_dict()
     assert not compare_for_resume(two, one, saved_world_size=2, world_size=1).refused
+    # negatives from the global batch: one process always draws them there
+    local = load_config("1dconv_tiny").to_dict()
+    shared = load_config("1dconv_tiny", ["loss.negatives.across_ranks=true"]).to_dict()
+    assert not compare_for_resume(local, shared, saved_world_size=1, world_size=2).refused
+    assert compare_for_resume(local, shared, saved_world_size=2, world_size=2).refused
     assert "train.lr" in SAFE_ON_RESUME and "train.seed" not in SAFE_ON_RESUME

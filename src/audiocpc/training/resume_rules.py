@@ -67,7 +67,9 @@ class ResumeVerdict:
 def compare_for_resume(stored: dict[str, Any], new: dict[str, Any], saved_world_size: int = 1,
                        world_size: int = 1) -> ResumeVerdict:
     """Sort the differences between the checkpoint's configuration and the new one.
-    `data.N` counts per process: what must stay is the global batch N x processes."""
+    `data.N` counts per process: what must stay is the global batch N x processes; and
+    `loss.negatives.across_ranks` changes nothing for one process: what must stay is
+    whether negatives come from the global batch."""
     old_flat, new_flat = _flatten(stored), _flatten(new)
     applied: list[Change] = []
     refused: list[Change] = []
@@ -79,6 +81,9 @@ def compare_for_resume(stored: dict[str, Any], new: dict[str, Any], saved_world_
         if key == "data.N" and isinstance(old, int) and isinstance(value, int):
             same_global = old * saved_world_size == value * world_size
             (applied if same_global else refused).append(change)
+        elif key == "loss.negatives.across_ranks":
+            same_pool = (bool(old) or saved_world_size == 1) == (bool(value) or world_size == 1)
+            (applied if same_pool else refused).append(change)
         elif _is_safe(key):
             applied.append(change)
         else:
