@@ -368,7 +368,11 @@ def _describe(error: dict[str, Any]) -> str:
         return str(error["ctx"]["error"])
     given = error.get("input")
     shown = f" (got {short_repr(given)})" if not isinstance(given, dict) else ""
-    return f"{dotted}: {error['msg']}{shown}{_limit_reason(loc)}"
+    reason = _limit_reason(loc) if error["type"] in _BOUND_ERRORS else ""
+    return f"{dotted}: {error['msg']}{shown}{reason}"
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def _limit_reason(loc: tuple[Any, ...]) -> str:
