@@ -165,7 +165,7 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
                         help="classifier(s): logreg (linear probe, default), mlp, knn (repeatable)")
     parser.add_argument("--no-standardize", action="store_true",
                         help="do not standardise features (fit on the training side) before the probe")
-    parser.add_argument("--pca", type=int, metavar="DIM",
+    parser.add_argument("--pca", type=_positive_int, metavar="DIM",
                         help="reduce to DIM dimensions with PCA fit on the training side")
     parser.add_argument("--test-fraction", type=float, default=0.25,
                         help="without a test split: share of each class's files held out (default 0.25)")
@@ -178,6 +178,16 @@ def _add_tsne_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="tsne", choices=["tsne", "pca", "umap"],
                         help="tsne (openTSNE when installed), pca, or umap (needs umap-learn)")
 
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _crops_arg(text: str):  # -> int | "all"

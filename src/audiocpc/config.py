@@ -17,9 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
+    """A config section: unknown keys are errors, assignments are validated, and no float
+    setting may be infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def limited(default: Any, why: str, **bounds: Any) -> Any:
+    """A Field with bounds and the reason for them, which a refusal quotes."""
+    return Field(default, json_schema_extra={"limit_reason": why}, **bounds)
+
+
+# The most float32 samples one batch of crops may hold before the model runs (4 GiB).
+MAX_BATCH_SAMPLES = 2**30
 
 
 class ComponentConfig(BaseModel):
@@ -38,17 +48,24 @@ class ComponentConfig(BaseModel):
 class DataConfig(Section):
     T: int = Field(27, gt=0, description="context steps (windows seen before predicting)")
     k: int = Field(3, gt=0, description="future steps to predict")
-    N: int = Field(8, ge=2, description="sequences per batch (per process)")
-    full_duration: float = Field(4.0, gt=0, description="seconds per training crop")
-    desired_sr: int = Field(4410, gt=0, description="sample rate the model works at")
-    original_sr: Optional[int] = Field(
-        None, gt=0, description="optional check: warn about files with another rate"
+    N: int = limited(8, "more sequences per batch than fit in memory (for a larger global "
+                     "batch, add processes)", ge=2, le=4096,
+                     description="sequences per batch (per process)")
+    full_duration: float = limited(4.0, "a crop longer than an hour cannot be held in a batch",
+                                   gt=0, le=3600, description="seconds per training crop")
+    desired_sr: int = limited(4410, "audio sample rates lie between 1 kHz and 384 kHz; a higher "
+                              "rate only multiplies the size of the decoded cache", ge=1000,
+                              le=384_000, description="sample rate the model works at")
+    original_sr: Optional[int] = limited(
+        None, "a file's rate lies between 100 Hz and 2 MHz", ge=100, le=2_000_000,
+        description="optional check: warn about files with another rate"
     )
     extensions: list[str] = Field(default_factory=lambda: ["wav", "flac", "ogg", "mp3"])
     cache_dir: Optional[str] = Field(
         None, description="decoded-audio cache; default ~/.cache/audiocpc/audio"
     )
-    num_workers: int = Field(0, ge=0, description="background batch-loading processes")
+    num_workers: int = limited(0, "each worker is a process of its own", ge=0, le=256,
+                               description="background batch-loading processes")
     standardize: bool = Field(
         True, description="scale each recording (a file, or a waveform given in Python) to "
         "zero mean and unit variance before it is cropped, as wav2vec 2.0 and HuBERT do per "
@@ -84,14 +101,18 @@ class DataConfig(Section):
         return int(round(self.full_duration * self.desired_sr))
 
 
+_WIDTH_REASON = ("wider than any CPC model (256-1024 in the papers): its layers would need "
+                 "gigabytes")
+
+
 class ModelConfig(Section):
     mode: Literal["window", "frame"] = Field(
         "window",
         description="window: one z per window of the crop (reference); "
         "frame: convolutional encoder over the crop, predictions from every step (CPC paper)",
     )
-    z_dim: int = Field(256, gt=0)
-    c_dim: int = Field(512, gt=0)
+    z_dim: int = limited(256, _WIDTH_REASON, gt=0, le=8192)
+    c_dim: int = limited(512, _WIDTH_REASON, gt=0, le=8192)
     encoder: ComponentConfig = Field(default_factory=lambda: ComponentConfig(type="conv1d"))
     context: ComponentConfig = Field(default_factory=lambda: ComponentConfig(type="gru"))
     predictor: ComponentConfig = Field(default_factory=lambda: ComponentConfig(type="linear"))
@@ -102,9 +123,11 @@ class NegativesConfig(Section):
     policy: str = Field(
         "other_sequences", description="which candidates may serve as negatives"
     )
-    count: Optional[int] = Field(
+    count: Optional[int] = limited(
         None,
+        "the logits hold N x positions x k x (1 + count) numbers",
         gt=0,
+        le=65536,
         description="negatives per prediction; null = every sequence of the batch "
         "but the positive's, at the target's step (the reference: N-1)",
     )
@@ -124,14 +147,20 @@ class AugmentConfig(Section):
     apply_to: Literal["none", "past", "future", "both"] = Field(
         "none", description="past: what the context network reads; future: the predicted "
         "targets and their negatives; both: the whole crop")
-    gain_db: float = Field(0.0, ge=0, description="random gain, uniform in +-gain_db dB; 0 = off")
-    noise_snr_db: Optional[float] = Field(
-        None, description="additive white noise at this SNR in dB (per sequence); null = off")
+    gain_db: float = limited(0.0, "120 dB spans the whole range of 24-bit audio", ge=0, le=120,
+                             description="random gain, uniform in +-gain_db dB; 0 = off")
+    noise_snr_db: Optional[float] = limited(
+        None, "an SNR outside -100..300 dB is all noise or no noise", ge=-100, le=300,
+        description="additive white noise at this SNR in dB (per sequence); null = off")
     time_masks: int = Field(0, ge=0, description="zeroed spans per sequence; 0 = off")
-    time_mask_seconds: float = Field(0.05, ge=0, description="longest zeroed span, in seconds")
+    time_mask_seconds: float = limited(0.05, "a mask longer than an hour masks every crop",
+                                       ge=0, le=3600, description="longest zeroed span, in seconds")
 
 
 class LossConfig(Section):
+    # non-finite step weights are reported, with the reason, by step_weight_problems
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=True)
+
     step_weights: Union[Literal["uniform", "linear_decay"], list[float]] = "uniform"
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
@@ -163,12 +192,14 @@ class TrainConfig(Section):
     on_dead_run: Literal["warn", "stop"] = Field(
         "warn", description="what a run that does not learn does: warn (and go on) or stop")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
-    threads: Optional[int] = Field(
-        None, gt=0, description="CPU threads for torch; null = torch's default (all cores). "
+    threads: Optional[int] = limited(
+        None, "more threads than any machine has cores only slows torch down", gt=0, le=1024,
+        description="CPU threads for torch; null = torch's default (all cores). "
         "Fewer threads than cores avoids slow-downs when other programs share the CPU"
     )
     mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    seed: int = 0
+    seed: int = limited(0, "numpy takes no negative seed, and the seeds of the other processes, "
+                        "derived from it, must stay within torch's 64 bits", ge=0, le=2**32 - 1)
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")
     max_minutes: Optional[float] = Field(
         None, gt=0, description="wall-clock limit of one training call: stop at the first step "
@@ -176,8 +207,9 @@ class TrainConfig(Section):
     on_nan: Literal["stop", "skip"] = "stop"
     distributed_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="under torchrun: auto = nccl with CUDA, gloo on CPU")
-    distributed_timeout_s: float = Field(
-        600.0, gt=0, description="under torchrun: longest wait for the other processes in any "
+    distributed_timeout_s: float = limited(
+        600.0, "a week is the longest wait that makes sense", gt=0, le=7 * 86400,
+        description="under torchrun: longest wait for the other processes in any "
         "collective before the run stops with an error (e.g. when one rank died)")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="under torchrun: none = train.lr as given; linear = train.lr x "
@@ -200,7 +232,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> "Config":
-        problems = crop_geometry_problems(self) + step_weight_problems(self)
+        problems = (crop_geometry_problems(self) + step_weight_problems(self)
+                    + batch_size_problems(self))
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -220,6 +253,18 @@ def window_samples(config: Config) -> int:
     """Samples per CPC window in window mode: the crop cut into T+k equal windows."""
     data = config.data
     return data.crop_samples // (data.T + data.k)
+
+
+def batch_size_problems(config: Config) -> list[str]:
+    """A batch whose crops alone would not fit in memory, refused before any decoding."""
+    data = config.data
+    samples = data.N * data.crop_samples
+    if samples <= MAX_BATCH_SAMPLES:
+        return []
+    return [f"data.N: a batch of {data.N} crops of {data.crop_samples} samples (data.full_duration "
+            f"{data.full_duration:g} s at data.desired_sr {data.desired_sr} Hz) holds "
+            f"{samples * 4 / 2**30:.1f} GiB of float32 before the model runs (at most "
+            f"{MAX_BATCH_SAMPLES * 4 / 2**30:.0f} GiB); lower data.N or data.full_duration"]
 
 
 def _format_seconds(value: float) -> str:
@@ -272,6 +317,7 @@ def step_weight_problems(config: Config) -> list[str]:
                 f"loss.step_weights: {len(choice)} weights given but data.k = {config.data.k} "
                 "steps are predicted; give one weight per step"
             ]
-        if any(w < 0 or math.isnan(w) for w in choice) or sum(choice) <= 0:
-            return ["loss.step_weights: weights must be >= 0 with a positive sum"]
+        if any(w < 0 or not math.isfinite(w) for w in choice) or sum(choice) <= 0:
+            return ["loss.step_weights: weights must be finite and >= 0 with a positive sum "
+                    "(they are normalised to sum to 1)"]
     return []

@@ -6,7 +6,9 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+from typing import Any
 
 
 class AudiocpcError(Exception):
@@ -48,3 +50,28 @@ class NonFiniteLossError(AudiocpcError):
 
 class DeadRunError(AudiocpcError):
     """Training is not learning (loss at chance or collapsed z) and `train.on_dead_run` is `stop`."""
+
+
+class DiskFullError(AudiocpcError):
+    """A write failed because the file system is full (or over quota)."""
+
+
+class RunInUseError(AudiocpcError):
+    """Another live process holds the lock of a run folder."""
+
+
+# Values echoed in messages are cut short: a huge or deeply nested value (a YAML bomb's
+# expansion) must not become a huge message.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 3
+SHOWN_CHARS = 120
+
+
+def short_repr(value: Any) -> str:
+    """A repr of at most about SHOWN_CHARS characters, whatever the size or depth of `value`
+    (it never walks more than a few elements of it)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."

@@ -7,23 +7,30 @@ leaves either the old file or the new one, whole; a failure removes the temporar
 Temporary names are `.<name>.<pid>.<random>.tmp[<suffix>]`, so `stale_temporaries` can find
 the ones a killed process left behind.
 
+Also: sweeping temporary files, and turning a full disk into one message (`disk_full_as`).
 Imports nothing of the project but its errors (it sits at the bottom of the package).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from audiocpc.errors import DiskFullError
+
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_save_npy", "stale_temporaries", "sha256_file", "sha256_json",
+           "atomic_save_npy", "stale_temporaries", "sweep_temporaries", "is_disk_full",
+           "disk_full_error", "disk_full_as", "sha256_file", "sha256_json",
            "sha256_bytes", "files_fingerprint", "normalised_json", "read_json"]
 
 
@@ -69,6 +76,76 @@ def stale_temporaries(path: str | Path) -> list[Path]:
     """Temporary files of `path` left by writers that were killed mid-write."""
     path = Path(path)
     return sorted(path.parent.glob(f".{path.name}.*.tmp*"))
+
+
+def sweep_temporaries(paths: Iterable[Path], older_than_s: float) -> int:
+    """Remove the temporary files among `paths` untouched for `older_than_s` seconds (their
+    writer was killed: a live write takes seconds); return how many were removed."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in paths:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone already (another process swept it) or not ours to remove
+            continue
+    return removed
+
+
+# ---------------------------------------------------------------- full disks
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+
+
+def mount_point(path: str | Path) -> Path:
+    """The folder where the file system holding `path` is mounted."""
+    current = Path(os.path.abspath(path))
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    try:
+        device = os.stat(current).st_dev
+        while current != current.parent and os.stat(current.parent).st_dev == device:
+            current = current.parent
+    except OSError:
+        pass
+    return current
+
+
+def _free(path: Path) -> str:
+    try:
+        free: float = shutil.disk_usage(path).free
+    except OSError:
+        return "?"
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if free < 1024 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return "?"
+
+
+def disk_full_error(path: str | Path, then: str) -> DiskFullError:
+    """'no space left on the file system at M (F free) while writing PATH; THEN'."""
+    mount = mount_point(Path(path).parent)
+    return DiskFullError(f"no space left on the file system at {mount} ({_free(mount)} free) "
+                         f"while writing {path}; {then}")
+
+
+@contextlib.contextmanager
+def disk_full_as(path: str | Path, then: str) -> Iterator[None]:
+    """Turn a full disk inside the block into one DiskFullError naming the file being
+    written (the error's own, else `path`) and `then`, the fix (`atomic_path` has already
+    removed its temporary file)."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise disk_full_error(exc.filename or path, then) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "audiocpc"
 
 # Lower numbers sit lower; a module may import its own layer (its own folder) or below.
 LAYERS = {
-    "errors": 0, "fileio": 0, "safe_yaml": 0,
+    "errors": 0, "fileio": 0, "safe_yaml": 0, "locks": 0,
     "config": 1,
     "presets": 2,
     "data": 3,

@@ -36,7 +36,9 @@ def _cli_args(data: Path, out: Path, name: str, *extra: str) -> list[str]:
 
 
 def _start(args: list[str], stall_seconds: float | None) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    # the threads of the in-process runs (conftest: torch.set_num_threads(2)), for MKL too:
+    # an inherited MKL_NUM_THREADS=1 sums in another order and the losses differ in the last bit
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONUNBUFFERED="1")
     env.pop(SAVE_DELAY_ENV, None)
     if stall_seconds is not None:
         env[SAVE_DELAY_ENV] = str(stall_seconds)

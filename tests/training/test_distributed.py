@@ -123,7 +123,8 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tone_di
     # Only rank 0 wrote: two checkpoints (steps 3 and 6) into the one file.
     assert (dump / "rank0.saves").read_text() == "2"
     assert (dump / "rank1.saves").read_text() == "0"
-    assert sorted(p.name for p in run_dir.iterdir() if "checkpoint" in p.name) == [CHECKPOINT_NAME]
+    assert sorted(p.name for p in run_dir.iterdir() if "checkpoint" in p.name) == [
+        CHECKPOINT_NAME, CHECKPOINT_NAME + ".sha256"]  # and its hash; no temporary left
     assert payload["step"] == 6 and payload["world_size"] == 2 and payload["finished"]
 
     # One process with the same seed and global batch: the same loss curve and metrics.

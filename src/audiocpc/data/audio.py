@@ -157,6 +157,9 @@ def wav_truncation(path: str | Path, size: int) -> Optional[str]:
 
 # Rates outside this range are header damage, not audio (and would make resampling explode).
 LOWEST_RATE, HIGHEST_RATE = 100, 2_000_000
+# Float files may exceed full scale (1.0) a little; 60 dB above it is not a recording, and
+# would make the loss overflow.
+MAX_SAMPLE_MAGNITUDE = 1e3
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,13 @@ def read_audio_with_facts(path: str | Path, target_sr: int) -> tuple[np.ndarray,
         raise AudioReadError(path, "the file has no audio channels")
     if not LOWEST_RATE <= sr <= HIGHEST_RATE:
         raise AudioReadError(path, f"implausible sample rate {sr} Hz in the header")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.all(np.isfinite(mono)):
+    if not np.all(np.isfinite(data)):
         raise AudioReadError(path, "the file contains NaN or infinite samples")
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioReadError(path, f"samples as large as {peak:.3g} (full scale is 1.0; a float "
+                             f"file above {MAX_SAMPLE_MAGNITUDE:g} is not audio, or is damaged)")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if sr != target_sr and mono.size:
         try:
             mono = soxr.resample(mono, sr, target_sr, quality="HQ")

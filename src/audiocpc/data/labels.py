@@ -15,12 +15,14 @@ A file without a label gets "" (unlabelled); the count is warned about once.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal, Optional, Sequence
+from typing import Iterator, Literal, Optional, Sequence
 
 from audiocpc.config import DataConfig
 from audiocpc.errors import ConfigError
@@ -101,6 +103,49 @@ JOIN_OPTIONS = RuleOptions("data.join_by", "data.join_pattern", "data.join_csv",
                            "'_(?P<group>[a-z]+)_'")
 
 
+_OTHER_ENCODINGS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _table_text(csv_path: Path) -> str:
+    """The table as text: UTF-8 (with or without a byte-order mark), else one clear error
+    naming the line and the encoding to save it in."""
+    raw = csv_path.read_bytes()
+    def fix(source: str) -> str:
+        return (f"save it as UTF-8 (iconv -f {source} -t UTF-8 {csv_path.name} > utf8.csv, or "
+                "'CSV UTF-8' in a spreadsheet)")
+
+    for mark, name in _OTHER_ENCODINGS:  # UTF-32 first: its LE mark starts like UTF-16's
+        if raw.startswith(mark):
+            raise ConfigError(f"{csv_path}:1: the file is {name} text; {fix(name)}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{csv_path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8 (a Latin-1 "
+                          f"or Windows-1252 file?); {fix('LATIN1')}") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ConfigError(f"{csv_path}:{line}: the file contains NUL bytes (UTF-16 or UTF-32 "
+                          f"without a byte-order mark, or not text at all); {fix('UTF-16LE')}")
+    return text
+
+
+def _csv_rows(csv_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) per row; a row csv cannot parse is one clear error."""
+    reader = csv.reader(io.StringIO(_table_text(csv_path), newline=""))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv's limit of 131072 characters
+            raise ConfigError(f"{csv_path}:{reader.line_num}: not a readable CSV row ({exc}: a "
+                              f"field of more than {csv.field_size_limit()} characters, or a quote "
+                              "never closed?); give one 'file,label' pair per line") from None
+        yield reader.line_num, row
+
+
 def read_label_table(csv_path: str | Path, options: RuleOptions = LABEL_OPTIONS) -> dict[str, str]:
     """`file,label` rows (a header row `file,label` is optional) -> {relative path: label}."""
     csv_path = Path(csv_path)
@@ -108,20 +153,19 @@ def read_label_table(csv_path: str | Path, options: RuleOptions = LABEL_OPTIONS)
         raise ConfigError(f"{options.table}: no such file: {csv_path}")
     header = ["file", options.group]
     table: dict[str, str] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if line_number == 1 and [c.strip().lower() for c in row] in (header, ["file", "label"]):
-                continue
-            source = f"{csv_path}:{line_number}"
-            if len(row) != 2:
-                raise ConfigError(f"{source}: expected two columns '{','.join(header)}', got {len(row)}")
-            name = safe_relative_path(row[0], source)
-            label = row[1].strip()
-            if table.get(name, label) != label:
-                raise ConfigError(f"{source}: '{name}' is labelled both '{table[name]}' and '{label}'")
-            table[name] = label
+    for line_number, row in _csv_rows(csv_path):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if line_number == 1 and [c.strip().lower() for c in row] in (header, ["file", "label"]):
+            continue
+        source = f"{csv_path}:{line_number}"
+        if len(row) != 2:
+            raise ConfigError(f"{source}: expected two columns '{','.join(header)}', got {len(row)}")
+        name = safe_relative_path(row[0], source)
+        label = row[1].strip()
+        if table.get(name, label) != label:
+            raise ConfigError(f"{source}: '{name}' is labelled both '{table[name]}' and '{label}'")
+        table[name] = label
     return table
 
 

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from audiocpc.config import DataConfig
 from audiocpc.data.audio import (AudioFacts, audio_facts, check_readable, discover_audio_files,
                                  read_failure_reason, readable_stat, relative_name)
-from audiocpc.data.cache import AudioCache, open_entry
+from audiocpc.data.cache import AudioCache, expected_length, open_entry
 from audiocpc.data.corpus import NO_JOIN, OPEN_FILES, AudioCorpus, Join
 from audiocpc.data.labels import LabelRule, assign_labels
-from audiocpc.errors import AudiocpcError, AudioReadError, ConfigError, NoUsableAudioError
-from audiocpc.fileio import atomic_write_json
+from audiocpc.errors import (AudiocpcError, AudioReadError, ConfigError, DiskFullError,
+                             NoUsableAudioError)
+from audiocpc.fileio import atomic_write_json, disk_full_as
 
 log = logging.getLogger("audiocpc")
 
@@ -342,7 +343,8 @@ def _display_name(path: Path, root: Path) -> str:
 
 
 def _write_json(path: Path, payload: Any) -> Path:
-    return atomic_write_json(path, payload, indent=1)
+    with disk_full_as(path, "free space (or write the report elsewhere)"):
+        return atomic_write_json(path, payload, indent=1)
 
 
 def _facts(wave: np.ndarray, facts: AudioFacts) -> dict[str, Any]:
@@ -358,9 +360,11 @@ def _inspect(path: Path, entry: Path, cache: AudioCache, sample_rate: int) -> tu
     into the cache. Problems that come from the file system (gone, no permission) are not
     cached: they can change without the file."""
     try:
-        cached = open_entry(entry)
-        if cached is not None:  # decoded before (by another scan of this file): no decoding
-            return _facts(cached, audio_facts(path)), True
+        if entry.exists():  # decoded before (by another scan of this file): no decoding
+            facts = audio_facts(path)
+            cached = open_entry(entry, expected_length(facts, sample_rate), path)
+            if cached is not None:  # else damaged (now removed): decoded again below
+                return _facts(cached, facts), True
         wave, facts = cache.decode(path, sample_rate, entry)
         return _facts(wave, facts), True
     except AudioReadError as exc:
@@ -468,7 +472,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     if remembered != known:
         try:
             _write_json(cache_file, remembered)
-        except OSError as exc:  # a read-only cache only costs speed
+        except (OSError, DiskFullError) as exc:  # a read-only or full cache only costs speed
             log.debug("could not write the scan cache %s: %s", cache_file, exc)
     report = DataReport(str(root), sr, min_samples / sr, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),

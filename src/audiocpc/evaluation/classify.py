@@ -39,8 +39,11 @@ def has_split(folder: str | Path, split: str) -> bool:
 
 
 def load_split(folder: str | Path, split: str) -> EmbeddingSplit:
-    """The labelled rows of one split (the others are dropped with one warning)."""
-    return EmbeddingSplit.read(folder, split).labelled()
+    """The labelled rows of one split (the others are dropped with one warning); NaN or
+    infinite embeddings are refused in one line."""
+    rows = EmbeddingSplit.read(folder, split)
+    _check_finite(rows.features, EmbeddingSplit.path(folder, split, "npy"))
+    return rows.labelled()
 
 
 def embeddings_identity(folder: str | Path) -> dict[str, Any]:
@@ -67,6 +70,18 @@ def _settings_record(settings: ProbeSettings) -> dict[str, Any]:
     return {k: v for k, v in asdict(settings).items() if k != "kind"}
 
 
+def _check_finite(features: np.ndarray, path: Path) -> None:
+    """NaN or infinite embeddings mean the model (or the file) is broken: say so, once."""
+    bad = 0
+    for start in range(0, features.shape[0], 65536):  # in blocks: the array is memory-mapped
+        block = np.asarray(features[start : start + 65536], dtype=np.float32)
+        bad += int((~np.isfinite(block)).any(axis=tuple(range(1, block.ndim))).sum())
+    if bad:
+        raise AudiocpcError(
+            f"{path}: {bad} of {features.shape[0]} rows hold NaN or infinite values (a model "
+            "whose weights or inputs are not finite?); embed again with a sound checkpoint")
+
+
 def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int = 0
                       ) -> tuple[EmbeddingSplit, EmbeddingSplit, dict[str, Any]]:
     """The train and test sides, and a description of how they were made."""
@@ -83,6 +98,11 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
         how = {"mode": "by file", "test_fraction": test_fraction, "seed": seed,
                "note": "no test split: whole files held out, stratified by class"}
     unseen = sorted(set(test.labels) - set(train.labels))
+    if unseen and not set(test.labels) - set(unseen):
+        raise AudiocpcError(
+            f"{folder}: no test class occurs in the train split (test: {', '.join(unseen)}; "
+            f"train: {', '.join(sorted(set(train.labels)))}), so nothing can be scored; embed "
+            "labelled test audio of the training classes (or leave out the test split)")
     if unseen:
         log.warning("classes only in the test split are left out: %s", ", ".join(unseen))
         test = test.subset(np.array([label not in unseen for label in test.labels], dtype=bool))

@@ -109,6 +109,9 @@ def fit_probe(features: np.ndarray, labels: Sequence[str], settings: ProbeSettin
 
     if settings.kind not in PROBE_KINDS:
         raise AudiocpcError(f"unknown probe {settings.kind!r}; choose one of {', '.join(PROBE_KINDS)}")
+    if settings.pca_dim is not None and settings.pca_dim < 1:
+        raise AudiocpcError(f"--pca: expected a positive number of dimensions, got "
+                            f"{settings.pca_dim} (leave out --pca to keep every dimension)")
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise AudiocpcError(f"a classifier needs at least two classes; the training split has "

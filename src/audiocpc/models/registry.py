@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from pydantic import TypeAdapter, ValidationError
 
-from audiocpc.errors import ConfigError
+from audiocpc.errors import ConfigError, short_repr
 
 KINDS = ("encoder", "context", "predictor", "similarity")
 
@@ -110,7 +110,7 @@ def resolve_component_params(kind: str, type_name: str, params: dict[str, Any]) 
                     value = TypeAdapter(p.annotation).validate_python(value)
                 except ValidationError as exc:
                     reason = exc.errors()[0]["msg"]
-                    problems.append(f"{name}: {reason} (got {params[name]!r})")
+                    problems.append(f"{name}: {reason} (got {short_repr(params[name])})")
                     continue
                 except Exception:  # an annotation pydantic cannot check: pass it on as is
                     pass

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from audiocpc.config import Config
 from audiocpc.errors import ConfigError
+from audiocpc.safe_yaml import YAMLExpansionError, load_yaml, short_repr
 
 
 def available_presets() -> list[str]:
@@ -28,7 +29,9 @@ def available_presets() -> list[str]:
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
+    except YAMLExpansionError as exc:
+        raise ConfigError(f"{source}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if loaded is None:
@@ -64,13 +67,15 @@ def preset_dict(name_or_path: str) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`train.lr=2e-4` -> (['train', 'lr'], 0.0002). Values are parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
+        raise ConfigError(f"--set {short_repr(item)}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
     key, _, text = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: the key must be dotted names, e.g. train.lr")
+        raise ConfigError(f"--set {short_repr(item)}: the key must be dotted names, e.g. train.lr")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
+    except YAMLExpansionError as exc:
+        raise ConfigError(f"--set {key}: refused: {exc}") from None
     except yaml.YAMLError:
         value = text
     return key.split("."), value
@@ -85,7 +90,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section")
+                raise ConfigError(f"--set {short_repr(item)}: '{part}' is a value, not a section")
             node = child
         node[path[-1]] = value
     return raw
@@ -123,8 +128,20 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "value_error" and not loc:
         return str(error["ctx"]["error"])
     given = error.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, dict) else ""
-    return f"{dotted}: {error['msg']}{shown}"
+    shown = f" (got {short_repr(given)})" if not isinstance(given, dict) else ""
+    reason = _limit_reason(loc) if error["type"] in _BOUND_ERRORS else ""
+    return f"{dotted}: {error['msg']}{shown}{reason}"
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _limit_reason(loc: tuple[Any, ...]) -> str:
+    """'; <why>' for a field declared with `config.limited`, else ''."""
+    section = _section_at(loc)
+    field = section.model_fields.get(str(loc[-1])) if section and loc else None
+    extra = field.json_schema_extra if field is not None else None
+    return f"; {extra['limit_reason']}" if isinstance(extra, dict) and "limit_reason" in extra else ""
 
 
 def validate_config(raw: dict[str, Any]) -> Config:

@@ -21,6 +21,7 @@ from audiocpc.models import CPCModel, build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.presets import config_from_dict
 from audiocpc.training.run_folder import RunFolder
+from audiocpc.training.resume_rules import stored_config_error
 
 
 @dataclass
@@ -108,7 +109,10 @@ def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
             "`audiocpc export`)")
     payload, sha = _load_with_hash(checkpoint)
     identity = _IDENTITIES.setdefault((sha, random_init), _identity(payload, sha, random_init))
-    config = check_model_config(config_from_dict(payload["config"]))
+    try:
+        config = check_model_config(config_from_dict(payload["config"]))
+    except ConfigError as exc:
+        raise stored_config_error(checkpoint, exc) from None
     # Seeded like the trainer, so the random baseline is the initialisation training began with.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)

@@ -4,6 +4,8 @@
         config.yaml        the resolved configuration, for people (written atomically at every
                            start; the checkpoint holds its own copy, which is what is trusted)
         checkpoint.pt      everything needed to resume exactly
+        checkpoint.pt.sha256  its SHA-256, checked on every load
+        .audiocpc.lock     held (flock) by the training process, with its PID
         history.csv        one row per epoch
         losses.npy         mean loss per epoch
         data_report.json   the scan of the training data
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from audiocpc.data.scan import REPORT_NAME
-from audiocpc.training.checkpoint import CHECKPOINT_NAME
+from audiocpc.locks import LOCK_NAME, FolderLock
+from audiocpc.training.checkpoint import CHECKPOINT_NAME, HASH_SUFFIX
 
 RUNS_FOLDER = "cpc"  # results/<RUNS_FOLDER>/<name>
 
@@ -55,6 +58,18 @@ class RunFolder:
         return self.path / CHECKPOINT_NAME
 
     @property
+    def checkpoint_hash_path(self) -> Path:
+        return self.path / (CHECKPOINT_NAME + HASH_SUFFIX)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    def lock(self, purpose: str) -> FolderLock:
+        """Held for the whole training: a second process on this folder is refused."""
+        return FolderLock(self.path, purpose)
+
+    @property
     def history_path(self) -> Path:
         return self.path / "history.csv"
 
@@ -76,7 +91,7 @@ class RunFolder:
 
     def outputs(self) -> tuple[Path, ...]:
         """What training writes here; `clear` removes these (and only these)."""
-        return (self.checkpoint_path, self.losses_path, self.history_path, self.data_report_path,
+        return (self.checkpoint_path, self.checkpoint_hash_path, self.losses_path, self.history_path, self.data_report_path,
                 self.tensorboard_dir)
 
     def holds_run(self) -> bool:

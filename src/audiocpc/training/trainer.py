@@ -35,7 +35,7 @@ from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, D
                                   local_cuda_index)
 from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
                              RunExistsError)
-from audiocpc.fileio import atomic_save_npy, atomic_write_text
+from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.training.health import dead_run_problem
@@ -43,6 +43,7 @@ from audiocpc.training.preflight import check_training_setup
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
 from audiocpc.training.validation import ValidationSet, split_corpus
+from audiocpc.training import resume_rules
 
 log = logging.getLogger("audiocpc")
 
@@ -164,6 +165,8 @@ class Trainer:
         self.force = force
         self.dist = dist
         self.device = self._device()
+        self._resume_changes: list[resume_rules.Change] = []  # safe changes, found on rank 0
+        self.settings_changes: list[dict[str, Any]] = []  # recorded in the checkpoint
         self._resume_payload = self._read_resume_payload(resume, force)
 
         if config.train.threads is not None:
@@ -212,7 +215,15 @@ class Trainer:
         checkpoint_path = self.folder.checkpoint_path
         if self.folder.holds_run():
             if resume:
-                return load_checkpoint(checkpoint_path)
+                payload = load_checkpoint(checkpoint_path)
+                self._resume_changes = resume_rules.check_resume(
+                    resume_rules.comparable_config(payload["config"], checkpoint_path),
+                    self.config.to_dict(),
+                    self.run_dir, int(payload.get("world_size", 1)), self.dist.world_size)
+                announcement = resume_rules.announce(self._resume_changes)
+                if announcement:
+                    log.info(announcement)
+                return payload
             if not force:
                 raise RunExistsError(
                     f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
@@ -262,6 +273,8 @@ class Trainer:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
+            resume_rules.restore_learning_rate(self.optimizer, payload["config"],
+                                               int(payload.get("world_size", 1)), self.lr)
             if payload.get("scaler"):
                 self.scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -269,6 +282,7 @@ class Trainer:
                 f"{self.folder.checkpoint_path} does not match this configuration ({exc}). "
                 "Resume with the run's own config.yaml, or start over with --force.") from None
         self.step = int(payload["step"])
+        self.settings_changes = resume_rules.recorded_changes(payload, self.step, self._resume_changes)
         self.history = list(payload.get("history", []))
         self.step_losses = [float(x) for x in payload.get("step_losses", [])]
         meter = payload.get("meter") or {}
@@ -313,6 +327,7 @@ class Trainer:
             "rng": rng,
             "finished": finished,
             "world_size": self.dist.world_size,
+            "settings_changes": self.settings_changes,
         }
 
     def save(self, finished: bool = False) -> None:
@@ -380,10 +395,15 @@ class Trainer:
             advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
                       if cfg.mixed_precision == "fp16" else
                       "lower train.lr or set train.grad_clip (e.g. 1.0)")
+            saved = (f"No checkpoint was written yet (train.checkpoint_every = {cfg.checkpoint_every}): "
+                     "run the command again after the change" if self.last_saved_step is None else
+                     f"The last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                     "intact: --resume continues from it with a new train.lr (other changes "
+                     "need --force)")
             raise NonFiniteLossError(
                 f"loss became {loss_value} at step {self.step + 1} (last finite loss "
-                f"{self.last_finite_loss:.4f}). Try: {advice}. The last checkpoint in "
-                f"{self.run_dir} is intact; set train.on_nan=skip to skip such steps instead.")
+                f"{self.last_finite_loss:.4f}). Try: {advice}. {saved}; set train.on_nan=skip "
+                "to skip such steps instead.")
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.lr, self.total_steps, cfg.lr_schedule,
                                         cfg.warmup_steps, cfg.min_lr_ratio)
@@ -436,7 +456,14 @@ class Trainer:
         log.warning(problem)
 
     def _write_history(self) -> None:
-        # atomic writes: a kill mid-write never leaves half a file
+        with disk_full_as(self.folder.losses_path,
+                          "no checkpoint was written yet; free space and run the command again"
+                          if self.last_saved_step is None else
+                          f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
+                          "intact; free space and run the same command with --resume"):
+            self._write_history_files()
+
+    def _write_history_files(self) -> None:
         atomic_save_npy(self.folder.losses_path,
                         np.array([h["loss"] for h in self.history], dtype=np.float32))
         keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
@@ -598,8 +625,18 @@ def train(config: Config, data_dir: str | Path, *, resume: bool = False, force: 
     """Train (or resume) a CPC model on the audio below `data_dir`. Under torchrun (and
     `dist` not given) the processes join one DistributedDataParallel run."""
     if dist is not None:
-        return Trainer(config, data_dir, resume=resume, force=force, progress=progress, dist=dist).fit()
+        with _run_folder_lock(config, dist):
+            return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
+                           dist=dist).fit()
     with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
-                             config.train.device) as session:
+                             config.train.device) as session, _run_folder_lock(config, session):
         return Trainer(config, data_dir, resume=resume, force=force, progress=progress,
                        dist=session).fit()
+
+
+def _run_folder_lock(config: Config, dist: DistributedContext) -> contextlib.AbstractContextManager:
+    """Held by rank 0 for the whole training: a second process on the same run folder is
+    refused before it reads or removes anything."""
+    if not dist.is_main:
+        return contextlib.nullcontext()
+    return RunFolder.for_config(config).lock("training")

@@ -1,0 +1,116 @@
+"""Decoded-audio cache entries are checked when opened, and decoded again when they are not
+what decoding gives (issue 14, item 8): NaN samples, two dimensions, another dtype, another
+length; and an in-place edit that keeps the size and modification time is noticed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiocpc import load_config
+from audiocpc.data import cache as cache_module
+from audiocpc.data.cache import AudioCache
+from audiocpc.data.scan import scan_folder
+
+RATE = 8000
+
+
+@pytest.fixture
+def audio(tmp_path: Path) -> Path:
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    t = np.arange(RATE) / RATE
+    sf.write(folder / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), RATE,
+             subtype="FLOAT")
+    return folder / "tone.wav"
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files actually decoded (not served from the cache)."""
+    calls: list[Path] = []
+    real = cache_module.read_audio_with_facts
+
+    def counting(path: Path, rate: int) -> tuple[np.ndarray, Any]:
+        calls.append(Path(path))
+        return real(path, rate)
+
+    monkeypatch.setattr(cache_module, "read_audio_with_facts", counting)
+    return calls
+
+
+def _damage(cache: AudioCache, path: Path, array: np.ndarray) -> None:
+    np.save(cache.entry(path, RATE), array)
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "two_d", "float64", "shorter", "longer"])
+def test_damaged_entry_is_decoded_again(damage: str, audio: Path, tmp_path: Path,
+                                        decodes: list[Path]) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    good = np.array(cache.load(audio, RATE))
+    wave = good.copy()
+    bad = {"nan": lambda: np.where(np.arange(wave.size) == 100, np.nan, wave).astype(np.float32),
+           "inf": lambda: np.where(np.arange(wave.size) == 7, np.inf, wave).astype(np.float32),
+           "two_d": lambda: np.stack([wave, wave], axis=1),
+           "float64": lambda: wave.astype(np.float64),
+           "shorter": lambda: wave[: wave.size // 2],
+           "longer": lambda: np.concatenate([wave, wave])}[damage]()
+    _damage(cache, audio, bad)
+    again = cache.load(audio, RATE)
+    assert again.ndim == 1 and again.dtype == np.float32
+    np.testing.assert_array_equal(again, good)
+    assert len(decodes) == 2  # decoded once at first, once more for the damaged entry
+    np.testing.assert_array_equal(np.load(cache.entry(audio, RATE)), good)  # repaired on disk
+
+
+def test_sound_entry_is_used_as_is(audio: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    cache.load(audio, RATE)
+    cache.load(audio, RATE)
+    assert len(decodes) == 1
+
+
+def test_nan_entry_does_not_pass_check_data(audio: Path, tmp_path: Path) -> None:
+    data = load_config("1dconv_tiny", [f"data.cache_dir={tmp_path / 'cache'}"]).data
+    scan_folder(audio.parent, data, progress=False)
+    cache = AudioCache(data.cache_dir)
+    entry = cache.entry(audio, RATE)
+    np.save(entry, np.full(RATE, np.nan, dtype=np.float32))
+    os.remove(next((Path(data.cache_dir) / "scan").glob("*.json")))  # forget the scan's memo
+    report = scan_folder(audio.parent, data, progress=False)
+    assert report.files[0].readable and report.files[0].usable and not report.files[0].silent
+    assert np.isfinite(np.load(entry)).all()
+
+
+def test_in_place_edit_keeping_size_and_mtime_is_noticed(audio: Path, tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    first = np.array(cache.load(audio, RATE))
+    stat = audio.stat()
+    t = np.arange(RATE) / RATE
+    other = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    with open(audio, "r+b") as handle:  # the same header, other samples, in place
+        handle.seek(stat.st_size - other.nbytes)
+        handle.write(other.tobytes())
+    os.utime(audio, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert audio.stat().st_size == stat.st_size and audio.stat().st_mtime_ns == stat.st_mtime_ns
+    second = np.array(cache.load(audio, RATE))
+    np.testing.assert_allclose(second, other, atol=1e-6)
+    assert not np.allclose(first, second)
+
+
+def test_replaced_file_with_same_size_and_mtime_is_noticed(audio: Path, tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    cache.load(audio, RATE)
+    stat = audio.stat()
+    replacement = audio.with_name("new.wav")
+    t = np.arange(RATE) / RATE
+    sf.write(replacement, (0.3 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32), RATE,
+             subtype="FLOAT")
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, audio)  # another inode, same size and mtime
+    np.testing.assert_allclose(cache.load(audio, RATE), sf.read(audio, dtype="float32")[0], atol=1e-6)
