@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,8 @@ def test_a_damaged_config_yaml_beside_a_valid_checkpoint_changes_nothing(
 
 
 def test_classify_and_tsne_commands_on_embeddings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the helpers of tests/evaluation, importable also when only tests/e2e is collected
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
     from test_probe import clustered, write_embeddings
 
     x, files, labels = clustered(3, 6, crops=5, dim=8, spread=0.5, seed=0)
