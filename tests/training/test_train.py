@@ -95,3 +95,14 @@ def test_non_finite_loss_can_be_skipped_and_is_counted(tone_dir: Path, tmp_path:
     assert skipped > 0
     assert len(result.step_losses) == 30 - skipped
     assert all(math.isfinite(x) for x in result.step_losses)
+
+
+def test_fp16_on_the_cpu_is_refused_with_the_alternative(tone_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # fp16 autocast on a CPU was accepted and ran ~12x slower than float32.
+    code = main(["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
+                 "--set", "train.mixed_precision=fp16", "--set", "train.device=cpu", "--quiet"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("audiocpc: error")]
+    assert code == 2 and len(errors) == 1
+    assert "train.mixed_precision" in errors[0] and "train.mixed_precision=none" in errors[0]
+    assert not (tmp_path / "cpc" / "1dconv_tiny" / "checkpoint.pt").exists()
