@@ -104,6 +104,24 @@ def test_short_files_are_skipped_and_reported(tiny_run: Path, tmp_path: Path,
     assert sorted(set(result.labels)) == ["blues", "seven"]
     assert result.info["skipped_short"] == 1 and result.info["files"] == 2
     assert any("skipped 1 file(s) shorter than 0.750 s" in r.getMessage() for r in caplog.records)
+    # the crop is T windows here (full_duration is 1.0 s): the warning names what sets it
+    warning = next(r.getMessage() for r in caplog.records if "shorter than" in r.getMessage())
+    assert "data.T = 12 windows of 500 samples" in warning and "(data.full_duration)" not in warning
+
+
+def test_train_and_test_of_different_kinds_are_refused_naming_the_split(
+        tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
+    from audiocpc.errors import AudiocpcError
+    from audiocpc.evaluation.classify import classify
+
+    embed_folder(tiny_run, demo_dir / "train", "train", crops=2, out=tmp_path, progress=False)
+    embed_folder(tiny_run, demo_dir / "test", "test", crops=2, kind="z_mean", out=tmp_path,
+                 progress=False)
+    with pytest.raises(AudiocpcError) as err:
+        classify(tmp_path / "embeddings" / "tiny", tmp_path / "classifier", ["logreg"])
+    message = str(err.value)
+    assert "kind: train 'context', test 'z_mean'" in message
+    assert "re-embed the test split" in message and "--split test --kind context" in message
 
 
 def _window_model(context: str) -> CPCModel:

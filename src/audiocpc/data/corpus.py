@@ -99,8 +99,10 @@ def _sample_rate(path: Path) -> Optional[int]:
 
 
 def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
-                progress: bool = True) -> AudioCorpus:
-    """Discover, decode (once, cached) and filter the audio files below `root`."""
+                progress: bool = True, crop_source: str = "data.full_duration") -> AudioCorpus:
+    """Discover, decode (once, cached) and filter the audio files below `root`.
+    `crop_source` names what sets `min_samples` in messages (embedding crops in window mode
+    are T windows, shorter than a training crop)."""
     root = Path(root)
     paths = discover_audio_files(root, data.extensions)
     if not paths:
@@ -141,8 +143,9 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
                                      "(set data.on_bad_file=skip to train on the others)")
         log.warning("skipped %d unreadable file(s): %s", len(bad), detail)
     if short:
-        log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration): %s",
-                    len(short), min_samples / sr, _names(short, root))
+        log.warning("skipped %d file(s) shorter than %.3f s (%s), %d of %d: %s",
+                    len(short), min_samples / sr, crop_source, len(short), len(results),
+                    _names(short, root))
     if data.original_sr is not None:
         other = [p for p in kept[:200] if _sample_rate(p) not in (None, data.original_sr)]
         if other:
@@ -155,8 +158,8 @@ def load_corpus(root: str | Path, data: DataConfig, min_samples: int,
         named = f" ({relative_name(longest_path, root)})" if longest_path else ""
         raise NoUsableAudioError(
             f"no usable audio below {root}: {len(short)} file(s) too short, {len(bad)} unreadable. "
-            f"A crop needs {min_samples / sr:.3f} s (data.full_duration); the longest file has "
-            f"{longest / sr:.3f} s{named}. Lower data.full_duration or add longer files.")
+            f"A crop needs {min_samples / sr:.3f} s ({crop_source}); the longest file has "
+            f"{longest / sr:.3f} s{named}. Shorten the crop or add longer files.")
     corpus = AudioCorpus(root, sr, kept, entries, np.asarray(lengths, dtype=np.int64), short, bad)
     if data.labels != "none":
         corpus.classes, corpus.label_ids = _file_labels(kept, root, data)

@@ -84,6 +84,7 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
     train = load_split(folder, "train")
     if has_split(folder, "test"):
         test = load_split(folder, "test")
+        check_same_embedding(folder, train, test)
         how = {"mode": "test split", "note": "trained on the train split, evaluated on the test split"}
     else:
         held_out = split_by_file(train.files, train.labels, test_fraction, seed)
@@ -101,6 +102,29 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
                 "train_files": len(set(train.files)), "test_files": len(set(test.files)),
                 "test_classes_left_out": unseen})
     return train, test, how
+
+
+def _embedding_identity(split: EmbeddingSplit) -> dict[str, Any]:
+    meta = split.meta
+    return {"kind": meta.get("features") or meta.get("kind"), "model": meta.get("run_dir"),
+            "untrained": bool(meta.get("random_init")), "dimensions": int(split.features.shape[1])}
+
+
+def check_same_embedding(folder: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
+    """Train and test rows must come from the same model and embedding kind; otherwise the
+    probes would fail deep in scikit-learn (128 vs 256 features) or score nonsense."""
+    mine, theirs = _embedding_identity(train), _embedding_identity(test)
+    differ = [k for k in mine if mine[k] is not None and theirs[k] is not None and mine[k] != theirs[k]]
+    if not differ:
+        return
+    shown = "; ".join(f"{k}: train {mine[k]!r}, test {theirs[k]!r}" for k in differ)
+    meta = train.meta
+    fix = ""
+    if meta.get("kind") and meta.get("run_dir") and not meta.get("features"):
+        fix = (f": audiocpc embed {meta['run_dir']} --data {test.meta.get('data_dir', 'TEST_DIR')} "
+               f"--split test --kind {meta['kind']}" + (" --random-init" if mine["untrained"] else ""))
+    raise AudiocpcError(f"{folder}: the train and test embeddings were made differently ({shown}); "
+                        f"re-embed the test split like the train split{fix}")
 
 
 def _write_split(path: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:

@@ -64,6 +64,15 @@ def crop_length(config: Config) -> int:
     return config.data.crop_samples
 
 
+def crop_source(config: Config) -> str:
+    """What sets the embedding crop's length, for messages about files shorter than it."""
+    if config.model.mode == "window":
+        data = config.data
+        return (f"one embedding crop = data.T = {data.T} windows of {window_samples(config)} samples, "
+                f"the context the model reads; set by data.T and data.full_duration / (T+k)")
+    return "one embedding crop = data.full_duration"
+
+
 def check_options(kind: str, crops: Crops, batch_size: int = 1) -> None:
     if kind not in EMBEDDING_KINDS:
         raise ConfigError(f"--kind: unknown embedding kind '{kind}'; choose {', '.join(EMBEDDING_KINDS)}")
@@ -319,7 +328,8 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     root = Path(data_dir)
     report = scan_folder(root, config.data, crop, progress=progress)  # cached; one-line reasons
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
-    corpus = load_corpus(root, config.data, min_samples=crop, progress=progress)
+    corpus = load_corpus(root, config.data, min_samples=crop, progress=progress,
+                         crop_source=crop_source(config))
     names = [relative_name(p, root) for p in corpus.paths]
     file_labels = assign_labels(names, rule)
     grid = model.window or 1
