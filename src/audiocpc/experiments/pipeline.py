@@ -122,13 +122,23 @@ class Experiment:
     def configs(self) -> list[Any]:
         from audiocpc.config import load_config
 
-        configs = [load_config(m, [*self.options.overrides, f"output.dir={self.out}"])
-                   for m in self.options.models]
+        configs = []
+        for model in self.options.models:
+            config = load_config(model, [*self.options.overrides, f"output.dir={self.out}"])
+            if config.output.name is None and Path(model).suffix in (".yaml", ".yml"):
+                # A YAML file is named after itself: two edited copies of `config show 1dconv_gru`
+                # both say `preset: 1dconv_gru`, which must not make them one run.
+                path = Path(model)  # a run folder's own config.yaml keeps that run's name
+                config.output.name = path.parent.name if path.stem == "config" else path.stem
+            configs.append(config)
         names = [c.run_name for c in configs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise AudiocpcError(f"--models: two models would share the run name {', '.join(twice)}; "
-                                "give each model once (and no output.name override)")
+            clashing = [m for m, n in zip(self.options.models, names) if n in twice]
+            raise AudiocpcError(
+                f"--models: {', '.join(clashing)} would share the run name {', '.join(twice)}; "
+                "give each model once, and give YAML files distinct names or a distinct "
+                "output.name inside each (e.g. `output: {name: gru_small}`)")
         return configs
 
     def train_stage(self, config: Any, outcome: ModelOutcome) -> bool:
