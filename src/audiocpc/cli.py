@@ -62,7 +62,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         return 130
     if dist.is_main:
-        print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss {result.final_loss:.4f})")
+        from audiocpc.evaluation.plots import cpc_curves_plot
+
+        curves = cpc_curves_plot(result.run_dir, result.run_dir / "training_curves.png")
+        drawn = f"; curves in {curves}" if curves else ""
+        print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss "
+              f"{result.final_loss:.4f}{drawn})")
     return 0
 
 
@@ -328,6 +333,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # a bare `audiocpc`: list the commands rather than only "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:

@@ -106,3 +106,12 @@ def test_fp16_on_the_cpu_is_refused_with_the_alternative(tone_dir: Path, tmp_pat
     assert code == 2 and len(errors) == 1
     assert "train.mixed_precision" in errors[0] and "train.mixed_precision=none" in errors[0]
     assert not (tmp_path / "cpc" / "1dconv_tiny" / "checkpoint.pt").exists()
+
+
+def test_train_command_draws_the_training_curves(tone_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
+                 "--set", "train.epochs=2", "--set", "train.steps_per_epoch=2", "--quiet"])
+    curves = tmp_path / "cpc" / "1dconv_tiny" / "training_curves.png"
+    assert code == 0 and curves.stat().st_size > 1000
+    assert str(curves) in capsys.readouterr().out

@@ -135,6 +135,26 @@ def label_rule(mode: str = "auto", pattern: Optional[str] = None,
     return LabelRule(mode)  # type: ignore[arg-type]
 
 
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+
+
+def _natural_key(name: str) -> tuple:
+    """Digits compare as numbers (class2 < class10); a number word as its number."""
+    parts = re.split(r"(\d+)", name.lower())
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p)
+
+
+def sort_classes(names: Sequence[str]) -> list[str]:
+    """Class names in natural order: zero, one, two ... when they are all number words,
+    otherwise alphabetical with numbers compared as numbers (class2 before class10)."""
+    unique = sorted(set(names))
+    if unique and all(n.lower() in _NUMBER_WORDS for n in unique):
+        return sorted(unique, key=lambda n: _NUMBER_WORDS[n.lower()])
+    return sorted(unique, key=lambda n: (_natural_key(n), n))
+
+
 def assign_labels(relative_paths: Sequence[str], rule: LabelRule) -> list[str]:
     """One label per file ("" = unlabelled), warning once about unlabelled files and about
     table rows that name no file."""

@@ -183,8 +183,24 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
         "probe_settings": {k: v for k, v in asdict(base).items() if k != "kind"},
         "probes": results,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.is_file():  # say so: an earlier result (other probes or settings) is replaced
+        old = _read_json_file(metrics_path)
+        earlier = ", ".join(f"{p} {m.get('crop_accuracy', float('nan')):.1%}"
+                            for p, m in old.get("probes", {}).items()) or "unreadable"
+        log.warning("replacing %s (earlier crop accuracy: %s); copy it first to keep it",
+                    metrics_path, earlier)
+    tmp = metrics_path.with_name(".metrics.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(metrics_path)
     return report
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 FEATURE_CHOICES: tuple[str, ...] = ("cpc", "random", "mfcc")
