@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from audiocpc.data.labels import describe_classes
 from audiocpc.errors import AudiocpcError
 from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
 
@@ -148,6 +149,9 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
     embed_dir, out_dir = Path(embed_dir), Path(out_dir)
     base = settings or ProbeSettings(seed=seed)
     train, test, how = train_test_splits(embed_dir, test_fraction, seed)
+    for side, part in (("train", train), ("test", test)):
+        per_file = dict(zip(part.files, part.labels))
+        log.info("%s: %s side: %s", embed_dir.name, side, describe_classes(list(per_file.values())))
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_split(out_dir / "split.csv", train, test)
     name = embed_dir.name

@@ -103,13 +103,14 @@ class Experiment:
     def check_labels(self, extensions: Sequence[str]) -> None:
         """Before any training: the probes need two classes among the labelled files."""
         from audiocpc.data.audio import discover_audio_files, relative_name
-        from audiocpc.data.labels import label_rule
+        from audiocpc.data.labels import assign_labels, label_rule
 
         opts = self.options
         rule = label_rule(opts.label_mode, opts.label_pattern, opts.labels_csv)
         names = [relative_name(p, self.embed_train)
                  for p in discover_audio_files(self.embed_train, extensions)]
-        classes = {rule.label(n) for n in names} - {""}
+        # printed (with a warning for an implausible guess) before hours of training
+        classes = set(assign_labels(names, rule, f"{opts.label_mode} labels of {self.embed_train}")) - {""}
         if len(classes) < 2:
             found = f"only {', '.join(sorted(classes))}" if classes else "no label"
             raise AudiocpcError(
