@@ -207,7 +207,10 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     print("\n".join(report.summary_lines()))
     if args.report:
         print(f"report: {report.write(args.report)}")
-    report.check(config.data.on_bad_file)
+    from audiocpc.training.preflight import crop_advice
+
+    report.check(config.data.on_bad_file,
+                 advice=lambda r: crop_advice(config, [f.samples for f in r.files if f.readable]))
     return 0
 
 

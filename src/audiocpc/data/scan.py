@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -134,9 +134,11 @@ class DataReport:
                          + _listing([f.file for f in self.silent]))
         return lines
 
-    def check(self, on_bad_file: str = "skip") -> None:
+    def check(self, on_bad_file: str = "skip",
+              advice: Optional[Callable[["DataReport"], str]] = None) -> None:
         """Raise a clear error if nothing can be trained on, or if bad files exist and the
-        policy is `error`."""
+        policy is `error`. `advice(report)` replaces the generic fix when every file is
+        shorter than a crop (the caller knows the model: a value that works)."""
         if self.unreadable and on_bad_file == "error":
             raise NoUsableAudioError(
                 f"{len(self.unreadable)} unreadable audio file(s) below {self.root}: "
@@ -156,8 +158,8 @@ class DataReport:
         raise ConfigError(
             f"data.full_duration: a crop of {self.crop_seconds:.3f} s is longer than every file "
             f"below {self.root}; the longest, {longest.file}, has {longest.duration:.3f} s. "
-            "Lower data.full_duration (keeping full_duration*desired_sr/(T+k) whole) or add "
-            "longer files.")
+            + (advice(self) if advice else "Lower data.full_duration (keeping "
+               "full_duration*desired_sr/(T+k) whole) or add longer files."))
 
 
 def _listing(items: list[str], sep: str = ", ") -> str:

@@ -411,7 +411,17 @@ class Trainer:
             log.info("data: %s (details in %s)", report.summary_lines()[0], path)
             if report.silent:
                 log.info("data: %d silent file(s), still used", len(report.silent))
-        report.check(self.config.data.on_bad_file)
+        report.check(self.config.data.on_bad_file, advice=self._crop_advice)
+        readable = [f for f in report.files if f.readable]
+        if self.dist.is_main and len(report.too_short) > 0.1 * len(readable):
+            log.warning("data: %d of %d readable files are shorter than the %.3f s crop and are "
+                        "left out. %s", len(report.too_short), len(readable), report.crop_seconds,
+                        self._crop_advice(report))
+
+    def _crop_advice(self, report: Any) -> str:
+        from audiocpc.training.preflight import crop_advice
+
+        return crop_advice(self.config, [f.samples for f in report.files if f.readable])
 
     def fit(self) -> TrainResult:
         cfg = self.config
