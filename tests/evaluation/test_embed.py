@@ -205,3 +205,13 @@ def test_labels_from_a_table_reach_the_manifest(tiny_run: Path, tmp_path: Path) 
     assert [(r["file"], r["label"]) for r in rows] == [("b.wav", ""), ("takes/a.wav", "dog")]
     info = json.loads((tmp_path / "embeddings" / "tiny" / "test.json").read_text())
     assert info["unlabelled_files"] == 1 and info["labels"] == ["dog"]
+
+
+def test_embed_prints_its_plan_with_a_measured_estimate(tiny_run: Path, demo_dir: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="audiocpc"):
+        embed_folder(tiny_run, demo_dir / "test", "test", crops=2, out=tmp_path, progress=True)
+    plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: embedding")]
+    assert len(plan) == 1
+    assert "20 file(s) x 2 crop(s) = 40 crops of 0.750 s" in plan[0] and "measured on one batch" in plan[0]
+    assert any(r.getMessage().startswith("classes found: 5 class(es) in 20 file(s)") for r in caplog.records)

@@ -38,6 +38,7 @@ from audiocpc.data.corpus import load_corpus
 from audiocpc.errors import ConfigError
 from audiocpc.data.labels import assign_labels, label_rule
 from audiocpc.models import CPCModel
+from audiocpc.training.estimate import format_duration
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.scan import scan_folder
 
@@ -230,6 +231,45 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
     return torch.cat(pieces).numpy().astype(np.float32, copy=False), bool(shared)
 
 
+def measure_embed_seconds(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                          crop: int, kind: str = "context", batch_size: int = 64,
+                          shared: Optional[bool] = None) -> float:
+    """Estimated seconds to embed every planned crop: the first files' crops (about one
+    batch) are embedded and timed, and the time scaled to all crops."""
+    import time
+
+    counts = [len(s) for s in starts]
+    total = sum(counts)
+    first = next(_file_groups(counts, batch_size), [])
+    if not total or not first:
+        return 0.0
+    probe = [s if i in first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+    if shared is None:  # judge sharing on the whole plan, as the real run will
+        possible = model.window is not None and crop % model.window == 0
+        shared = possible and window_reuse(starts, crop, model.window or 1) >= MIN_WINDOW_REUSE
+    started = time.perf_counter()
+    embed_crops(model, waves, probe, crop, kind, batch_size, shared)
+    seconds = time.perf_counter() - started
+    return seconds * total / max(1, sum(len(probe[i]) for i in first))
+
+
+def faster_crops_hint(seconds: float, crops: Crops, lengths: Sequence[int], crop: int,
+                      option: str = "--crops", baseline_seconds: Optional[float] = None) -> str:
+    """The option that makes a slow embedding fast: fewer random crops, or `all` (the
+    consecutive crops a file holds) for clips only a few crops long. "" when not slow."""
+    slow = seconds > 120 if baseline_seconds is None else seconds > max(60.0, 3 * baseline_seconds)
+    if not slow or crops == "all" or int(crops) <= 5:
+        return ""
+    per_file = [n // crop for n in lengths if n >= crop]
+    hints = [f"{option} 5 takes about {format_duration(seconds * 5 / int(crops))}"]
+    if per_file and float(np.median(per_file)) < 5:  # short clips: all = the few crops they hold
+        held = sum(per_file)
+        total = len(per_file) * int(crops)
+        hints.append(f"{option} all (the {held} consecutive crops the files hold, "
+                     f"{float(np.mean(per_file)):.1f} per file) about {format_duration(seconds * held / total)}")
+    return "; ".join(hints)
+
+
 def embedding_dim(config: Config, kind: str) -> int:
     return config.model.z_dim if kind == "z_mean" else config.model.c_dim
 
@@ -335,6 +375,15 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     grid = model.window or 1
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
     waves = [corpus.wave(i) for i in range(len(corpus))]
+    if progress:  # the plan, with a measured estimate, before the long part
+        seconds = measure_embed_seconds(model, waves, starts, crop, kind, batch_size, shared)
+        total = sum(len(x) for x in starts)
+        log.info("plan: embedding %s: %d file(s) x %s crop(s) = %d crops of %.3f s with %s; about "
+                 "%s (measured on one batch)", split, len(names), crops, total, crop / sr, run.name,
+                 format_duration(seconds))
+        hint = faster_crops_hint(seconds, crops, corpus.lengths.tolist(), crop)
+        if hint:
+            log.warning("embedding %d crops takes long: %s", total, hint)
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}")
     counts = [len(s) for s in starts]

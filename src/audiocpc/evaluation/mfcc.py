@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 from scipy.fft import dct
+from tqdm.auto import tqdm
 
 from audiocpc.data.cache import AudioCache
 from audiocpc.errors import AudiocpcError
@@ -58,7 +59,7 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
 
 
 def crop_mfccs(rows: list[dict[str, str]], data_dir: str | Path, sample_rate: int,
-               n_mfcc: int = 20, cache_dir: Optional[str] = None) -> np.ndarray:
+               n_mfcc: int = 20, cache_dir: Optional[str] = None, progress: bool = False) -> np.ndarray:
     """MFCC summaries [rows, 2 * n_mfcc] of the crops a manifest lists."""
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -68,7 +69,8 @@ def crop_mfccs(rows: list[dict[str, str]], data_dir: str | Path, sample_rate: in
     waves: dict[str, np.ndarray] = {}
     # Matrices this small are several times slower with BLAS threads (measured 4x on 2 cores).
     with threadpool_limits(1):
-        for i, row in enumerate(rows):
+        for i, row in enumerate(tqdm(rows, desc="MFCC baseline", unit="crop", disable=not progress,
+                                     leave=False, mininterval=1.0)):
             name = row["file"]
             if name not in waves:
                 waves = {name: cache.load(data_dir / name, sample_rate)}  # manifests are file-ordered
@@ -80,7 +82,8 @@ def crop_mfccs(rows: list[dict[str, str]], data_dir: str | Path, sample_rate: in
 
 def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split: str,
                           data_dir: Optional[str | Path] = None, sample_rate: Optional[int] = None,
-                          n_mfcc: int = 20, cache_dir: Optional[str] = None) -> Path:
+                          n_mfcc: int = 20, cache_dir: Optional[str] = None,
+                          progress: bool = False) -> Path:
     """Write `<target>/<split>.npy/.csv/.json` with the MFCCs of the crops in
     `<source>/<split>.csv`: the same rows, in the same order, as the CPC embeddings.
     The data folder and sample rate default to those recorded in `<source>/<split>.json`."""
@@ -93,7 +96,7 @@ def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split:
         raise AudiocpcError(f"{info_path}: the data folder and sample rate of these embeddings are "
                             "unknown; embed again with `audiocpc embed`")
     rows = read_manifest(source_dir / f"{split}.csv")
-    features = crop_mfccs(rows, data_dir, int(sample_rate), n_mfcc, cache_dir)
+    features = crop_mfccs(rows, data_dir, int(sample_rate), n_mfcc, cache_dir, progress)
     target_dir.mkdir(parents=True, exist_ok=True)
     np.save(target_dir / f"{split}.npy", features)
     (target_dir / f"{split}.csv").write_bytes((source_dir / f"{split}.csv").read_bytes())

@@ -119,6 +119,112 @@ class Experiment:
                 "but the classifiers need at least two classes. Give --label-pattern (e.g. "
                 "'^(?P<label>\\d)_' for 7_jackson_32.wav), --label-mode folder or --labels-csv")
 
+    # ------------------------------------------------------------------ plan
+
+    def _file_lengths(self, folder: Path, config: Any) -> tuple[list[str], list[int]]:
+        """Names and lengths (samples at the model's rate, from the file headers only)."""
+        from audiocpc.data.audio import audio_info, discover_audio_files, relative_name
+        from audiocpc.errors import AudioReadError
+
+        names, lengths = [], []
+        for path in discover_audio_files(folder, config.data.extensions):
+            try:
+                info = audio_info(path)
+            except AudioReadError:
+                continue
+            names.append(relative_name(path, folder))
+            lengths.append(int(info.frames * config.data.desired_sr / max(info.samplerate, 1)))
+        return names, lengths
+
+    def plan(self, configs: Sequence[Any]) -> list[str]:
+        """What this run will do and about how long each stage takes, from a quick
+        measurement per model (one training step, one batch of crops, one small probe fit);
+        the last line per model warns when the embedding defaults dwarf training."""
+        import numpy as np
+        import torch
+
+        from audiocpc.evaluation.embed import (crop_length, default_crops, embedding_dim,
+                                               faster_crops_hint, measure_embed_seconds, plan_crops)
+        from audiocpc.evaluation.mfcc import mfcc_summary
+        from audiocpc.models import CPCModel
+        from audiocpc.training.estimate import format_duration, time_train_step
+
+        opts = self.options
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        lines = []
+        splits = [("train", self.embed_train, opts.crops_train), ("test", self.embed_test, opts.crops_test)]
+        for config in configs:
+            steps = config.train.epochs * config.train.steps_per_epoch
+            train_s = steps * time_train_step(config, device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.train.seed)
+                model = CPCModel(config).to(device).eval()
+            crop, sr = crop_length(config), config.data.desired_sr
+            stage_lines, embed_s, rows_total, slow_hints = [], 0.0, 0, []
+            rng = np.random.default_rng(0)
+            for split, folder, crops in splits:
+                if folder is None:
+                    continue
+                crops = default_crops(split) if crops is None else crops
+                names, lengths = self._file_lengths(folder, config)
+                starts = plan_crops(lengths, names, crop, crops, opts.seed, model.window or 1)
+                usable = [i for i, s in enumerate(starts) if len(s)]
+                rows = sum(len(s) for s in starts)
+                # random audio of the files' lengths: the measurement needs shapes, not sounds
+                waves = [(0.1 * rng.standard_normal(lengths[i])).astype(np.float32)
+                         if i in usable[:64] else np.zeros(0, np.float32) for i in range(len(lengths))]
+                probe_starts = [s if i in usable[:64] else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+                seconds = measure_embed_seconds(model, waves, probe_starts, crop, opts.embedding_kind)
+                seconds *= rows / max(1, sum(len(s) for s in probe_starts))
+                seconds *= 2 if "random" in opts.baselines else 1  # the untrained model embeds them too
+                embed_s += seconds
+                rows_total += rows
+                per_file = f"{crops} crop(s) per file" if crops != "all" else "every crop the files hold"
+                stage_lines.append(f"  embed {split}: {len(usable)} of {len(lengths)} file(s) x {per_file} "
+                                   f"= {rows} crops of {crop / sr:.3f} s: about {format_duration(seconds)}"
+                                   + (" (with the untrained baseline)" if "random" in opts.baselines else ""))
+                option = "--crops-train" if split == "train" else "--crops-test"
+                hint = faster_crops_hint(seconds, crops, lengths, crop, option, baseline_seconds=train_s)
+                if hint:
+                    slow_hints.append(f"{split}: {hint}")
+            if "mfcc" in opts.baselines and rows_total:
+                sample = (0.1 * rng.standard_normal(crop)).astype(np.float32)
+                started = time.perf_counter()
+                for _ in range(10):
+                    mfcc_summary(sample, sr)
+                mfcc_s = (time.perf_counter() - started) / 10 * rows_total
+                stage_lines.append(f"  MFCC baseline of the same {rows_total} crops: about {format_duration(mfcc_s)}")
+            classify_s = self._classify_seconds(rows_total, embedding_dim(config, opts.embedding_kind))
+            stage_lines.append(f"  classify ({', '.join(opts.probes)} on {1 + len(opts.baselines)} feature "
+                               f"set(s)): about {format_duration(classify_s)}; t-SNE of "
+                               f"{opts.tsne_points} points: about a minute")
+            lines.append(f"plan for {config.run_name}: train {steps} steps: about {format_duration(train_s)} "
+                         f"({train_s / max(steps, 1):.2f} s per step, measured on {device.type})")
+            lines += stage_lines
+            later = embed_s + classify_s
+            if slow_hints:
+                lines.append(f"  note: embedding and classifying (about {format_duration(later)}) take far "
+                             f"longer than training (about {format_duration(train_s)}); to make them fast: "
+                             + " | ".join(slow_hints))
+        return lines
+
+    def _classify_seconds(self, rows: int, dim: int) -> float:
+        """A linear probe's fit time on random features of this size, from a fit on up to
+        2000 rows scaled linearly, for every probe and feature set."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        if rows == 0:
+            return 0.0
+        sample = min(rows, 2000)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((sample, dim)).astype(np.float32)
+        y = rng.integers(0, 5, size=sample)
+        started = time.perf_counter()
+        LogisticRegression(max_iter=200).fit(x, y)
+        per_fit = (time.perf_counter() - started) * rows / sample
+        return per_fit * len(self.options.probes) * (1 + len(self.options.baselines))
+
     # ------------------------------------------------------------------ stages
 
     def configs(self) -> list[Any]:
@@ -225,7 +331,7 @@ class Experiment:
                 continue
             if self.options.force or upstream or not has_split(target, split):
                 log.info("[%s] MFCC baseline for the %s crops", outcome.model, split)
-                write_mfcc_embeddings(source, target, split)
+                write_mfcc_embeddings(source, target, split, progress=self.options.progress)
                 ran = True
         outcome.stages["mfcc"] = "ran" if ran else "skipped"
         return ran
@@ -284,6 +390,9 @@ class Experiment:
         outcomes = []
         configs = self.configs()
         self.check_labels(sorted({e for c in configs for e in c.data.extensions}))
+        if self.options.progress:
+            for line in self.plan(configs):
+                log.info("%s", line)
         for config in configs:
             outcome = ModelOutcome(config.run_name, run_directory(config))
             tick = time.perf_counter()
