@@ -254,10 +254,11 @@ def measure_embed_seconds(model: CPCModel, waves: Sequence[np.ndarray], starts: 
 
 
 def faster_crops_hint(seconds: float, crops: Crops, lengths: Sequence[int], crop: int,
-                      option: str = "--crops", baseline_seconds: Optional[float] = None) -> str:
+                      option: str = "--crops", slow: Optional[bool] = None) -> str:
     """The option that makes a slow embedding fast: fewer random crops, or `all` (the
-    consecutive crops a file holds) for clips only a few crops long. "" when not slow."""
-    slow = seconds > 120 if baseline_seconds is None else seconds > max(60.0, 3 * baseline_seconds)
+    consecutive crops a file holds) for clips only a few crops long. "" when not slow
+    (default: over two minutes)."""
+    slow = seconds > 120 if slow is None else slow
     if not slow or crops == "all" or int(crops) <= 5:
         return ""
     per_file = [n // crop for n in lengths if n >= crop]

@@ -151,7 +151,7 @@ class Experiment:
 
         opts = self.options
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        lines = []
+        lines: list[str] = []
         splits = [("train", self.embed_train, opts.crops_train), ("test", self.embed_test, opts.crops_test)]
         for config in configs:
             steps = config.train.epochs * config.train.steps_per_epoch
@@ -184,15 +184,15 @@ class Experiment:
                                    f"= {rows} crops of {crop / sr:.3f} s: about {format_duration(seconds)}"
                                    + (" (with the untrained baseline)" if "random" in opts.baselines else ""))
                 option = "--crops-train" if split == "train" else "--crops-test"
-                hint = faster_crops_hint(seconds, crops, lengths, crop, option, baseline_seconds=train_s)
-                if hint:
-                    slow_hints.append(f"{split}: {hint}")
+                slow_hints.append((split, seconds, crops, lengths, option))
+            mfcc_s = 0.0
             if "mfcc" in opts.baselines and rows_total:
                 sample = (0.1 * rng.standard_normal(crop)).astype(np.float32)
                 started = time.perf_counter()
                 for _ in range(10):
                     mfcc_summary(sample, sr)
                 mfcc_s = (time.perf_counter() - started) / 10 * rows_total
+                embed_s += mfcc_s
                 stage_lines.append(f"  MFCC baseline of the same {rows_total} crops: about {format_duration(mfcc_s)}")
             classify_s = self._classify_seconds(rows_total, embedding_dim(config, opts.embedding_kind))
             stage_lines.append(f"  classify ({', '.join(opts.probes)} on {1 + len(opts.baselines)} feature "
@@ -202,6 +202,9 @@ class Experiment:
                          f"({train_s / max(steps, 1):.2f} s per step, measured on {device.type})")
             lines += stage_lines
             later = embed_s + classify_s
+            slow = later > max(60.0, 2 * train_s)  # "far longer than training"
+            slow_hints = [f"{split}: {hint}" for split, seconds, crops, lengths, option in slow_hints
+                          if (hint := faster_crops_hint(seconds, crops, lengths, crop, option, slow))]
             if slow_hints:
                 lines.append(f"  note: embedding and classifying (about {format_duration(later)}) take far "
                              f"longer than training (about {format_duration(train_s)}); to make them fast: "
@@ -216,13 +219,19 @@ class Experiment:
 
         if rows == 0:
             return 0.0
+        import warnings
+
         sample = min(rows, 2000)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((sample, dim)).astype(np.float32)
-        y = rng.integers(0, 5, size=sample)
+        y = rng.integers(0, 10, size=sample)
+        # 20 L-BFGS iterations timed, scaled to rows and to the ~300 iterations real
+        # embeddings need (random features converge far sooner, so their fit would mislead)
         started = time.perf_counter()
-        LogisticRegression(max_iter=200).fit(x, y)
-        per_fit = (time.perf_counter() - started) * rows / sample
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            LogisticRegression(max_iter=20, tol=0.0).fit(x, y)
+        per_fit = (time.perf_counter() - started) / 20 * 300 * rows / sample
         return per_fit * len(self.options.probes) * (1 + len(self.options.baselines))
 
     # ------------------------------------------------------------------ stages
