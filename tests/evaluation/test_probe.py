@@ -214,3 +214,11 @@ def test_classify_again_says_it_replaces_the_earlier_metrics(tmp_path: Path,
         classify(folder, tmp_path / "out", ["knn"])
     assert any("replacing" in r.getMessage() and "metrics.json" in r.getMessage()
                and "logreg" in r.getMessage() for r in caplog.records)
+
+
+def test_tsne_of_fewer_points_than_pca_dimensions(tmp_path: Path) -> None:
+    # a map of 32 crops of 512-dimensional embeddings failed in the PCA to 50 dimensions
+    x, files, labels = clustered(4, 2, crops=4, dim=512, spread=0.3, seed=10)
+    write_embeddings(tmp_path / "emb", "train", x, files, labels)
+    info = tsne(tmp_path / "emb", tmp_path / "tsne", points=100, perplexity=30, seed=0)
+    assert info["points"] == 32

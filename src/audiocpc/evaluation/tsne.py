@@ -85,7 +85,7 @@ def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 
                                 "use --method tsne or pca") from None
         return umap.UMAP(random_state=seed).fit_transform(x)
     perplexity = float(min(perplexity, max(2.0, (len(x) - 1) / 3.0)))
-    if x.shape[1] > 50:  # the usual t-SNE recipe: PCA to 50 dimensions first
+    if x.shape[1] > 50 and len(x) > 50:  # the usual t-SNE recipe: PCA to 50 dimensions first
         from sklearn.decomposition import PCA
 
         x = PCA(n_components=50, random_state=seed).fit_transform(x).astype(np.float32)
