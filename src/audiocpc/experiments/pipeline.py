@@ -400,7 +400,11 @@ class Experiment:
         configs = self.configs()
         self.check_labels(sorted({e for c in configs for e in c.data.extensions}))
         if self.options.progress:
-            for line in self.plan(configs):
+            try:
+                plan = self.plan(configs)
+            except (RuntimeError, ValueError, OSError) as exc:  # an estimate must not stop the run
+                plan = [f"plan: no estimate ({type(exc).__name__}: {str(exc).splitlines()[0]})"]
+            for line in plan:
                 log.info("%s", line)
         for config in configs:
             outcome = ModelOutcome(config.run_name, run_directory(config))
