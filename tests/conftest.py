@@ -47,8 +47,9 @@ def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from audiocpc.data.synthetic import make_demo_dataset
 
+    # the timbre classes: separable by spectra alone, a quick check that a model learns at all
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), files_per_class=8,
-                             test_files_per_class=4, seconds=3.0)
+                             test_files_per_class=4, seconds=3.0, classes="timbre")
 
 
 @pytest.fixture(scope="session")
