@@ -132,8 +132,12 @@ CLASSES = TEMPORAL_CLASSES  # the demo's
 
 
 def synth_clip(label: str, seconds: float, sample_rate: int, rng: np.random.Generator,
-               classes: str = "temporal") -> np.ndarray:
+               classes: Optional[str] = None) -> np.ndarray:
+    """One noisy clip of class `label`; `classes` names its set (default: the set that has
+    this label, so that timbre labels such as 'hum' keep working without naming it)."""
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    if classes is None:
+        classes = next((name for name, members in CLASS_SETS.items() if label in members), "temporal")
     wave = CLASS_SETS[classes][label](rng, t, sample_rate)
     wave = wave / (np.abs(wave).max() + 1e-9)
     snr_db = rng.uniform(10, 25)
