@@ -73,8 +73,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
     if dist.is_main:
         from audiocpc.evaluation.plots import cpc_curves_plot
+        from audiocpc.training.run_folder import RunFolder
 
-        curves = cpc_curves_plot(result.run_dir, result.run_dir / "training_curves.png")
+        curves = cpc_curves_plot(result.run_dir, RunFolder(Path(result.run_dir)).training_curves_path)
         drawn = f"; curves in {curves}" if curves else ""
         print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss "
               f"{result.final_loss:.4f}{drawn})")
