@@ -47,8 +47,9 @@ def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from audiocpc.data.synthetic import make_demo_dataset
 
+    # the timbre classes: separable by spectra alone, a quick check that a model learns at all
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), files_per_class=8,
-                             test_files_per_class=4, seconds=3.0)
+                             test_files_per_class=4, seconds=3.0, classes="timbre")
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +102,7 @@ def hear_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from audiocpc.evaluation.tasks import make_task
 
     root = tmp_path_factory.mktemp("hear-task")
-    data = make_demo_dataset(root / "clips", files_per_class=6, test_files_per_class=0, seconds=1.0)
+    data = make_demo_dataset(root / "clips", files_per_class=6, test_files_per_class=0, seconds=1.0,
+                             classes="timbre")  # five classes that differ in spectrum
     make_task(data / "train", root / "synthetic", folds=3, name="synthetic")
     return root / "synthetic"

@@ -13,6 +13,7 @@ averaged). For `[channels, samples]` (the layout of torchaudio.load) pass
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from audiocpc.presets import apply_overrides, preset_dict, validate_config
 from audiocpc.training.restore import RestoredRun, restore_run
 
 Waveform = Union[np.ndarray, torch.Tensor]
+log = logging.getLogger("audiocpc")
 
 
 def load_config(preset: str = "1dconv_gru", overrides: Optional[Sequence[str]] = None) -> Config:
@@ -166,38 +168,54 @@ class CPCEmbedder:
 
     def embed_waveforms(self, waveforms: Sequence[Waveform], sample_rate: Optional[int] = None, *,
                         crops: Crops = 5, kind: str = "context", seed: int = 0,
-                        batch_size: int = 64, channels_first: bool = False) -> np.ndarray:
+                        batch_size: int = 64, channels_first: bool = False,
+                        on_short: str = "pad") -> np.ndarray:
         """Pooled embeddings, one row per waveform: the mean of `crops` crop embeddings
-        (random, seeded; or "all" consecutive crops). float32 [n, dim]."""
+        (random, seeded; or "all" consecutive crops). float32 [n, dim]. A waveform shorter
+        than one crop is padded with silence (warned about); `on_short="error"` refuses it."""
         rate = self.sample_rate if sample_rate is None else sample_rate
         waves = [self._prepare(to_mono(w, rate, self.sample_rate, channels_first))
                  for w in waveforms]
-        return self._pooled(waves, [str(i) for i in range(len(waves))], crops, kind, seed, batch_size)
+        return self._pooled(waves, [str(i) for i in range(len(waves))], crops, kind, seed, batch_size,
+                            on_short=on_short)
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, crops: Crops = 5,
-                    kind: str = "context", seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                    kind: str = "context", seed: int = 0, batch_size: int = 64,
+                    on_short: str = "pad") -> np.ndarray:
         """Pooled embeddings, one row per audio file (read through the decoded-audio cache);
-        crops are seeded by file name, as in `audiocpc embed`. float32 [n, dim]."""
+        crops are seeded by file name, as in `audiocpc embed`. float32 [n, dim]. A file
+        shorter than one crop is padded with silence (warned about; `audiocpc embed` skips
+        it, since it writes one row per crop); `on_short="error"` refuses it."""
         cache = AudioCache(self.config.data.cache_dir)
         waves = [self._prepare(cache.load(p, self.sample_rate)) for p in paths]
         return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
-                            names=[str(p) for p in paths])
+                            names=[str(p) for p in paths], on_short=on_short)
 
     def _prepare(self, wave: np.ndarray) -> np.ndarray:
         """A recording as the model was trained on it (data.standardize: scaled as a whole)."""
         return standardize(wave) if self.config.data.standardize else wave
 
     def _pooled(self, waves: list[np.ndarray], keys: list[str], crops: Crops, kind: str, seed: int,
-                batch_size: int, names: Optional[list[str]] = None) -> np.ndarray:
+                batch_size: int, names: Optional[list[str]] = None,
+                on_short: str = "pad") -> np.ndarray:
         check_options(kind, crops, batch_size)
+        if on_short not in ("pad", "error"):
+            raise AudiocpcError(f"on_short: expected 'pad' or 'error', got {on_short!r}")
         if not waves:
             return np.zeros((0, embedding_dim(self.config, kind)), dtype=np.float32)
         crop = self.crop_samples
         short = [(names or keys)[i] for i, w in enumerate(waves) if w.shape[0] < crop]
-        if short:
+        if short and on_short == "error":
             raise AudiocpcError(
                 f"{len(short)} input(s) shorter than one crop ({crop / self.sample_rate:.3f} s at "
                 f"{self.sample_rate} Hz): {', '.join(short[:5])}")
+        if short:
+            # One row per input must come back (scikit-learn pairs rows with labels), so
+            # where the CLI skips a short file, the API pads it with silence and says so.
+            log.warning("%d input(s) shorter than one crop (%.3f s at %d Hz) are padded with "
+                        "silence to one crop (on_short='error' refuses them): %s", len(short),
+                        crop / self.sample_rate, self.sample_rate, ", ".join(short[:5]))
+            waves = [w if w.shape[0] >= crop else np.pad(w, (0, crop - w.shape[0])) for w in waves]
         starts = plan_crops([w.shape[0] for w in waves], keys, crop, crops, seed,
                             self.model.window or 1)
         rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size)

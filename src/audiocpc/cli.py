@@ -72,17 +72,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         return 130
     if dist.is_main:
-        print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss {result.final_loss:.4f})")
+        from audiocpc.evaluation.plots import cpc_curves_plot
+        from audiocpc.training.run_folder import RunFolder
+
+        curves = cpc_curves_plot(result.run_dir, RunFolder(Path(result.run_dir)).training_curves_path)
+        drawn = f"; curves in {curves}" if curves else ""
+        print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss "
+              f"{result.final_loss:.4f}{drawn})")
     return 0
 
 
 def _cmd_make_demo_data(args: argparse.Namespace) -> int:
     from audiocpc.data.synthetic import make_demo_dataset
 
+    tutorial = args.layout == "tutorial"
+    seconds = args.seconds if args.seconds is not None else (4.5 if tutorial else 5.0)
+    rate = args.sample_rate if args.sample_rate is not None else (22050 if tutorial else 16000)
     out = make_demo_dataset(args.out, files_per_class=args.files_per_class,
-                            test_files_per_class=args.test_files_per_class, seconds=args.seconds,
-                            seed=args.seed)
-    print(f"wrote synthetic data set to {out}/train and {out}/test")
+                            test_files_per_class=args.test_files_per_class, seconds=seconds,
+                            sample_rate=rate, seed=args.seed, classes=args.classes,
+                            layout=args.layout)
+    folders = ["custom_audio_dataset", "train", "test"] if tutorial else ["train", "test"]
+    print(f"wrote synthetic data set ({args.classes} classes, {seconds:g} s at {rate} Hz) to "
+          + ", ".join(f"{out}/{f}" for f in folders))
     return 0
 
 
@@ -240,7 +252,10 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     print("\n".join(report.summary_lines()))
     if args.report:
         print(f"report: {report.write(args.report)}")
-    report.check(config.data.on_bad_file)
+    from audiocpc.training.preflight import crop_advice
+
+    report.check(config.data.on_bad_file,
+                 advice=lambda r: crop_advice(config, [f.samples for f in r.files if f.readable]))
     return 0
 
 
@@ -389,7 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (gets train/ and test/)")
     p.add_argument("--files-per-class", type=int, default=24)
     p.add_argument("--test-files-per-class", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=None,
+                   help="length of every clip (default 5; 4.5 in the tutorial layout)")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="rate of the files (default 16000; 22050 in the tutorial layout)")
+    p.add_argument("--classes", default="temporal", choices=["temporal", "timbre"],
+                   help="temporal: pairs of classes that differ only in temporal order (the "
+                   "demo's); timbre: five classes that differ in spectrum")
+    p.add_argument("--layout", default="plain", choices=["plain", "tutorial"],
+                   help="plain: train/ and test/, labels as rising.00003.wav; tutorial: also "
+                   "custom_audio_dataset/ (audio to train CPC on), labels as 0rising00003.wav, "
+                   "as the TensorFlow CPC framework's tutorial lays data out")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_cmd_make_demo_data)
 
@@ -454,6 +479,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # a bare `audiocpc`: list the commands rather than only "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:

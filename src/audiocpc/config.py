@@ -267,27 +267,39 @@ def batch_size_problems(config: Config) -> list[str]:
             f"{MAX_BATCH_SAMPLES * 4 / 2**30:.0f} GiB); lower data.N or data.full_duration"]
 
 
-def _format_seconds(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+# A duration is accepted as `n` samples when duration x rate is within this of n: a value
+# printed to six decimals (4.095238 s at 4410 Hz = 18059.9996 samples) then passes as pasted.
+SAMPLE_TOLERANCE = 1e-3
+
+
+def duration_text(samples: int, sample_rate: int) -> str:
+    """The shortest decimal text for `samples / sample_rate` seconds that the configuration
+    reads back as exactly `samples` samples (so a printed suggestion passes when pasted)."""
+    exact = samples / sample_rate
+    for decimals in range(1, 16):
+        text = f"{exact:.{decimals}f}"
+        if abs(float(text) * sample_rate - samples) < SAMPLE_TOLERANCE / 2:
+            return text.rstrip("0").rstrip(".") if "." in text else text
+    return repr(exact)
 
 
 def crop_geometry_problems(config: Config) -> list[str]:
     data = config.data
     exact = data.full_duration * data.desired_sr
-    if abs(exact - round(exact)) > 1e-6:
+    # In window mode the crop must also split into T+k whole windows: suggest values on that grid.
+    steps = data.T + data.k if config.model.mode == "window" else 1
+    lower = math.floor(exact / steps + SAMPLE_TOLERANCE) * steps
+    candidates = [m for m in (lower, lower + steps) if m > 0]
+    nearest = " or ".join(duration_text(m, data.desired_sr) for m in candidates)
+    if abs(exact - round(exact)) > SAMPLE_TOLERANCE:
         return [
             f"data.full_duration: {data.full_duration} s x data.desired_sr {data.desired_sr} Hz "
-            f"= {exact:g} samples is not a whole number of samples"
+            f"= {exact:g} samples is not a whole number of samples; nearest valid "
+            f"full_duration: {nearest}" + (" (whole windows of T+k)" if steps > 1 else "")
         ]
-    if config.model.mode != "window":
-        return []
-    steps = data.T + data.k
     samples = int(round(exact))
     if samples % steps == 0:
         return []
-    lower = (samples // steps) * steps
-    candidates = [m for m in (lower, lower + steps) if m > 0]
-    nearest = " or ".join(_format_seconds(m / data.desired_sr) for m in candidates)
     return [
         f"data.full_duration: full_duration*desired_sr/(T+k) = {samples}/{steps} = "
         f"{samples / steps:.4f} is not a whole number of samples per window; "

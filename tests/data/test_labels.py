@@ -114,3 +114,53 @@ def test_unlabelled_files_are_counted_in_one_warning(caplog: pytest.LogCaptureFi
     assert labels == ["", "", "a"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("2 of 3 file(s) have no label")
+
+
+FSDD_STYLE = [f"{d}{w}_{s}_{i}.wav"
+              for d, w in enumerate("zero one two three four five six seven eight nine".split())
+              for s in ("jackson", "nicolas", "theo", "yweweler", "george", "lucas") for i in range(3)]
+
+
+def _label_warnings(names: list[str], rule=None) -> tuple[list[str], list[str]]:
+    """(info lines, warning lines) that assign_labels logs for these file names."""
+    logger = logging.getLogger("audiocpc")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assign_labels(names, rule or label_rule())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return ([r.getMessage() for r in records if r.levelno == logging.INFO],
+            [r.getMessage() for r in records if r.levelno == logging.WARNING])
+
+
+def test_joined_fields_are_warned_about_with_the_pattern_that_fixes_them() -> None:
+    # 7seven_jackson_3.wav became 'seven_jackson': 60 classes instead of 10, without a word
+    infos, warnings = _label_warnings(FSDD_STYLE)
+    assert any("60 class(es) in 180 file(s)" in line for line in infos)
+    assert len(warnings) == 1 and "10 first words x 6 second words" in warnings[0]
+    pattern = warnings[0].split("--label-pattern '")[1].split("'")[0]
+    fixed = [label_rule(pattern=pattern).label(n) for n in FSDD_STYLE]
+    assert sorted(set(fixed)) == sorted("zero one two three four five six seven eight nine".split())
+    assert _label_warnings(FSDD_STYLE, label_rule(pattern=pattern))[1] == []
+
+
+def test_one_class_from_numbered_names_is_warned_about() -> None:
+    # class1.wav and class2.wav both became 'class'
+    infos, warnings = _label_warnings(["class1.wav", "class2.wav", "class2_b.wav"])
+    assert any("1 class(es) in 3 file(s)" in line and "class (3)" in line for line in infos)
+    assert len(warnings) == 1 and "one label 'class'" in warnings[0]
+    pattern = warnings[0].split("--label-pattern '")[1].split("'")[0]
+    assert [label_rule(pattern=pattern).label(n) for n in ("class1.wav", "class2.wav")] == ["class1", "class2"]
+
+
+def test_plausible_labels_are_listed_without_a_warning() -> None:
+    names = [f"blues.{i:05d}.wav" for i in range(3)] + [f"hip_hop.{i:05d}.wav" for i in range(3)]
+    infos, warnings = _label_warnings(names)
+    assert warnings == [] and any("2 class(es) in 6 file(s)" in line and "blues (3), hip_hop (3)" in line
+                                  for line in infos)

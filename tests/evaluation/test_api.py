@@ -91,7 +91,29 @@ def test_a_batch_of_different_lengths_keeps_each_item_intact(tiny_run: Path) -> 
 def test_inputs_shorter_than_a_crop_are_named(tiny_run: Path) -> None:
     model = audiocpc.load(tiny_run)
     with pytest.raises(AudiocpcError, match="1 input\\(s\\) shorter than one crop \\(0.750 s"):
-        model.embed_waveforms([np.zeros(7000, np.float32), np.zeros(5000, np.float32)], 8000)
+        model.embed_waveforms([np.zeros(7000, np.float32), np.zeros(5000, np.float32)], 8000,
+                              on_short="error")
+
+
+def test_inputs_shorter_than_a_crop_are_padded_with_a_warning(tiny_run: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # The API raised where `audiocpc embed` skips: now one row per input comes back, said aloud.
+    model = audiocpc.load(tiny_run)
+    rng = np.random.default_rng(0)
+    short = (0.3 * rng.standard_normal(5000)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="audiocpc"):
+        rows = model.embed_waveforms([np.zeros(7000, np.float32), short], 8000)
+    assert rows.shape == (2, 64) and np.isfinite(rows).all()
+    assert any("1 input(s) shorter than one crop" in r.getMessage() and "padded" in r.getMessage()
+               for r in caplog.records)
+    # the recording is standardised as a whole (data.standardize), then padded with silence:
+    # the reference is given standardised and padded, and embedded without standardising again
+    from audiocpc.data.audio import standardize
+
+    assert model.config.data.standardize
+    padded = np.pad(standardize(short), (0, 6000 - 5000))
+    model.config.data.standardize = False
+    np.testing.assert_allclose(rows[1], model.embed_waveforms([padded], 8000)[0], atol=1e-5)
 
 
 def _demo_waves(folder: Path) -> tuple[list[Path], list[np.ndarray], list[str]]:

@@ -105,6 +105,24 @@ def test_short_files_are_skipped_and_reported(tiny_run: Path, tmp_path: Path,
     assert sorted(set(result.labels)) == ["blues", "seven"]
     assert result.info["skipped_short"] == 1 and result.info["files"] == 2
     assert any("skipped 1 file(s) shorter than 0.750 s" in r.getMessage() for r in caplog.records)
+    # the crop is T windows here (full_duration is 1.0 s): the warning names what sets it
+    warning = next(r.getMessage() for r in caplog.records if "shorter than" in r.getMessage())
+    assert "data.T = 12 windows of 500 samples" in warning and "(data.full_duration)" not in warning
+
+
+def test_train_and_test_of_different_kinds_are_refused_naming_the_split(
+        tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
+    from audiocpc.errors import AudiocpcError
+    from audiocpc.evaluation.classify import classify
+
+    embed_folder(tiny_run, demo_dir / "train", "train", crops=2, out=tmp_path, progress=False)
+    embed_folder(tiny_run, demo_dir / "test", "test", crops=2, kind="z_mean", out=tmp_path,
+                 progress=False)
+    with pytest.raises(AudiocpcError) as err:
+        classify(tmp_path / "embeddings" / "tiny", tmp_path / "classifier", ["logreg"])
+    message = str(err.value)
+    assert "kind: train 'context', test 'z_mean'" in message
+    assert "re-embed the test split" in message and "--split test --kind context" in message
 
 
 def _window_model(context: str) -> CPCModel:
@@ -226,3 +244,13 @@ def test_hidden_states_from_python(tiny_run: Path) -> None:
     assert states.frame_rate("z") == 16.0  # windows of 500 samples at 8 kHz
     features = model.embed(waves, 16000)
     assert torch.allclose(states["c"], features.c, atol=1e-5) and torch.allclose(states["z"], features.z, atol=1e-5)
+
+
+def test_embed_prints_its_plan_with_a_measured_estimate(tiny_run: Path, demo_dir: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="audiocpc"):
+        embed_folder(tiny_run, demo_dir / "test", "test", crops=2, out=tmp_path, progress=True)
+    plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: embedding")]
+    assert len(plan) == 1
+    assert "20 file(s) x 2 crop(s) = 40 crops of 0.750 s" in plan[0] and "measured on one batch" in plan[0]
+    assert any(r.getMessage().startswith("classes found: 5 class(es) in 20 file(s)") for r in caplog.records)

@@ -174,3 +174,51 @@ def test_tsne_puts_train_and_test_in_one_space(tmp_path: Path) -> None:
     distances = np.linalg.norm(points[:, None] - points[None], axis=2)
     np.fill_diagonal(distances, np.inf)
     assert (names[distances.argmin(axis=1)] == names).mean() > 0.9
+
+
+def test_tsne_shares_points_between_splits_by_files_not_crops(tmp_path: Path) -> None:
+    # 90 crops per train file and 5 per test file left 79 of 2999 points to the test split.
+    x, files, labels = clustered(3, 9, crops=90, dim=8, spread=0.3, seed=8)
+    tx, tfiles, tlabels = clustered(3, 1, crops=5, dim=8, spread=0.3, seed=9, prefix="t/")
+    folder = tmp_path / "emb"
+    write_embeddings(folder, "train", x, files, labels)
+    write_embeddings(folder, "test", tx, tfiles, tlabels)
+    tsne(folder, tmp_path / "tsne", points=300, perplexity=10, seed=0, method="pca")
+    with open(tmp_path / "tsne" / "pca_points.csv") as handle:
+        splits = [r["split"] for r in csv.DictReader(handle)]
+    # 27 train files and 3 test files: a tenth of the map is test (15 crops exist, all shown)
+    assert splits.count("test") == 15 and abs(len(splits) - 300) <= 3
+
+
+def test_tsne_orders_classes_naturally_and_never_colours_one_grey() -> None:
+    from audiocpc.data.labels import sort_classes
+    from audiocpc.evaluation.plots import class_colours
+
+    words = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+    assert sort_classes(words) == ["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                   "eight", "nine"]
+    assert sort_classes(["class10", "class2", "class1"]) == ["class1", "class2", "class10"]
+    for count in (8, 10, 12, 25):
+        colours = class_colours(count)
+        assert len(set(colours)) == count
+        assert all(max(c[:3]) - min(c[:3]) > 0.05 for c in colours), count  # no grey
+
+
+def test_classify_again_says_it_replaces_the_earlier_metrics(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    x, files, labels = clustered(2, 4, crops=3, dim=4, spread=0.5, seed=4)
+    folder = tmp_path / "emb"
+    write_embeddings(folder, "train", x, files, labels)
+    classify(folder, tmp_path / "out", ["logreg"])
+    with caplog.at_level("WARNING", logger="audiocpc"):
+        classify(folder, tmp_path / "out", ["knn"])
+    assert any("replacing" in r.getMessage() and "metrics.json" in r.getMessage()
+               and "logreg" in r.getMessage() for r in caplog.records)
+
+
+def test_tsne_of_fewer_points_than_pca_dimensions(tmp_path: Path) -> None:
+    # a map of 32 crops of 512-dimensional embeddings failed in the PCA to 50 dimensions
+    x, files, labels = clustered(4, 2, crops=4, dim=512, spread=0.3, seed=10)
+    write_embeddings(tmp_path / "emb", "train", x, files, labels)
+    info = tsne(tmp_path / "emb", tmp_path / "tsne", points=100, perplexity=30, seed=0)
+    assert info["points"] == 32

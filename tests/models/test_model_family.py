@@ -387,7 +387,8 @@ def test_augmentation_without_a_transform_is_a_config_error() -> None:
 
 def _readme_custom_encoder_command() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^PYTHONPATH=\. audiocpc train .*?examples\.my_encoder:MyEncoder.*?$",
+    match = re.search(r"^PYTHONPATH=\. audiocpc train .*?--data path/to/audio .*?"
+                      r"examples\.my_encoder:MyEncoder.*?$",
                       text.replace("\\\n", " "), flags=re.MULTILINE)
     assert match, "README lost its worked custom-encoder command"
     return shlex.split(match.group(0))

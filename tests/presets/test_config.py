@@ -56,7 +56,7 @@ def test_window_length_not_whole_names_nearest_full_durations() -> None:
     message = str(err.value)
     assert message.startswith("data.full_duration:")
     # 18081 samples / 30 windows: the nearest whole multiples are 18060 and 18090 samples
-    assert f"{18060 / 4410:.6f}" in message and f"{18090 / 4410:.6f}" in message
+    assert "4.095238 or 4.1020408" in message
     for nearest in (18060 / 4410, 18090 / 4410):
         load_config("1dconv_gru", [f"data.full_duration={nearest!r}"])  # both are accepted
 
@@ -83,3 +83,44 @@ def test_cli_config_show_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert shown["train"]["lr"] == 3e-4 and shown["data"]["T"] == 27
     assert main(["config", "show", "1dconv_gru", "--set", "data.TT=1"]) == 2
     assert "did you mean 'data.T'" in capsys.readouterr().err
+
+
+def _suggested_durations(message: str) -> list[str]:
+    import re
+
+    found = re.search(r"nearest valid full_duration: ([0-9.]+) or ([0-9.]+)", message)
+    assert found, message
+    return list(found.groups())
+
+
+@pytest.mark.parametrize("given", ["4.1", "3.9", "4.0001", "6.05"])
+def test_printed_nearest_full_durations_pass_when_pasted(given: str) -> None:
+    # The README's own example printed 4.095238 and 4.102041, which the check then refused.
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gru", [f"data.full_duration={given}"])
+    for printed in _suggested_durations(str(err.value)):
+        config = load_config("1dconv_gru", [f"data.full_duration={printed}"])
+        assert config.data.crop_samples % (config.data.T + config.data.k) == 0
+
+
+def test_readme_example_values_are_accepted() -> None:
+    for value in ("4.095238", "4.1020408"):
+        assert load_config("1dconv_gru", [f"data.full_duration={value}"]).data.crop_samples in (18060, 18090)
+
+
+def test_window_too_short_names_the_encoder_minimum_and_a_value_that_works() -> None:
+    import re
+
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_gru", ["data.full_duration=0.2993197"])
+    message = str(err.value)
+    assert "at least 465 samples per window" in message  # the reference encoder's minimum
+    printed = re.search(r"set data.full_duration=([0-9.]+)", message).group(1)
+    assert load_config("1dconv_gru", [f"data.full_duration={printed}"]).data.crop_samples == 465 * 30
+
+
+def test_frame_mode_duration_off_the_sample_grid_names_values_that_pass() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("cpc_tiny", ["data.full_duration=1.00007"])  # 8000.56 samples at 8 kHz
+    for printed in _suggested_durations(str(err.value)):
+        assert load_config("cpc_tiny", [f"data.full_duration={printed}"]).data.crop_samples in (8000, 8001)

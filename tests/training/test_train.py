@@ -99,3 +99,47 @@ def test_non_finite_loss_can_be_skipped_and_is_counted(tone_dir: Path, tmp_path:
     assert skipped > 0
     assert len(result.step_losses) == 30 - skipped
     assert all(math.isfinite(x) for x in result.step_losses)
+
+
+def test_fp16_on_the_cpu_is_refused_with_the_alternative(tone_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # fp16 autocast on a CPU was accepted and ran ~12x slower than float32.
+    code = main(["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
+                 "--set", "train.mixed_precision=fp16", "--set", "train.device=cpu", "--quiet"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("audiocpc: error")]
+    assert code == 2 and len(errors) == 1
+    assert "train.mixed_precision" in errors[0] and "train.mixed_precision=none" in errors[0]
+    assert not (tmp_path / "cpc" / "1dconv_tiny" / "checkpoint.pt").exists()
+
+
+def test_train_command_draws_the_training_curves(tone_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
+                 "--set", "train.epochs=2", "--set", "train.steps_per_epoch=2", "--quiet"])
+    curves = tmp_path / "cpc" / "1dconv_tiny" / "training_curves.png"
+    assert code == 0 and curves.stat().st_size > 1000
+    assert str(curves) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset", ["1dconv_tiny", "1dconv_gru"])
+def test_crop_longer_than_the_files_prints_a_set_line_that_trains(
+        preset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import soundfile as sf
+
+    data = tmp_path / "clips"  # short labelled clips, as the tutorial's users have
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        t = np.arange(int(rng.uniform(0.5, 0.9) * 8000)) / 8000
+        sf.write(data / f"{i % 2}tone{i:05d}.wav", (0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t)
+                                                    ).astype(np.float32), 8000)
+    command = ["train", "--preset", preset, "--data", str(data), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "--preset fsdd" in error and "at least 90% of the files" in error
+    pasted = re.search(r"`(--set [^`]+)`", error).group(1).split()
+    assert main([*command, *pasted, "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2"]) == 0
+    history = (tmp_path / "out" / "cpc" / preset / "history.csv").read_text()
+    assert len(history.splitlines()) == 2

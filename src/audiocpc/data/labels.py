@@ -220,10 +220,90 @@ def join_group_rule(data: DataConfig) -> Optional[LabelRule]:
     return label_rule(data.join_by, data.join_pattern, data.join_csv, JOIN_OPTIONS)
 
 
-def assign_labels(relative_paths: Sequence[str], rule: LabelRule) -> list[str]:
-    """One label per file ("" = unlabelled), warning once about unlabelled files and about
-    table rows that name no file."""
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+
+
+def _natural_key(name: str) -> tuple:
+    """Digits compare as numbers (class2 < class10); a number word as its number."""
+    parts = re.split(r"(\d+)", name.lower())
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p)
+
+
+def sort_classes(names: Sequence[str]) -> list[str]:
+    """Class names in natural order: zero, one, two ... when they are all number words,
+    otherwise alphabetical with numbers compared as numbers (class2 before class10)."""
+    unique = sorted(set(names))
+    if unique and all(n.lower() in _NUMBER_WORDS for n in unique):
+        return sorted(unique, key=lambda n: _NUMBER_WORDS[n.lower()])
+    return sorted(unique, key=lambda n: (_natural_key(n), n))
+
+
+SHOWN_CLASSES = 8  # class names a summary lists
+
+
+def describe_classes(labels: Sequence[str], source: str = "") -> str:
+    """'10 classes in 3000 files (auto labels): zero (300), one (300), ...' for one label per
+    file ("" = unlabelled, not counted as a class)."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    names = sort_classes(list(counts))
+    shown = ", ".join(f"{n} ({counts[n]})" for n in names[:SHOWN_CLASSES])
+    more = f", ... (+{len(names) - SHOWN_CLASSES} more)" if len(names) > SHOWN_CLASSES else ""
+    where = f" ({source})" if source else ""
+    return f"{len(names)} class(es) in {len(labels)} file(s){where}: {shown or 'none'}{more}"
+
+
+FIRST_WORD_PATTERN = "^\\d*(?P<label>[A-Za-z]+)"
+WORD_AND_NUMBER_PATTERN = "^(?P<label>[A-Za-z]+\\d+)"
+
+
+def implausible_labels(labels: Sequence[str], names: Sequence[str], mode: str) -> Optional[str]:
+    """A warning when the classes found look like a wrong guess, with the option that fixes
+    it, or None. Cases: every file in one class although the names differ by a number
+    (`class1.wav`, `class2.wav`); labels that join two fields (`7seven_jackson_3.wav` ->
+    seven_jackson: 10 digits x 6 speakers = 57 classes); most classes with a single file."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    if not counts or mode not in ("auto", "folder"):
+        return None
+    option = "--label-pattern, --label-mode folder or --labels-csv"
+    if len(counts) == 1 and len(labels) >= 2:
+        only = next(iter(counts))
+        numbered = sum(1 for n in names if re.match(rf"^\d*{re.escape(only)}\d", PurePosixPath(n).name))
+        if numbered >= 2:
+            return (f"every file got the one label '{only}' (the digits after it are read as the "
+                    f"file's number); if they are the class, give --label-pattern "
+                    f"'{WORD_AND_NUMBER_PATTERN}'")
+        return None
+    joined = [c for c in counts if re.search(r"[_-]", c)]
+    if len(joined) == len(counts) and len(counts) >= 4:
+        firsts = {re.split(r"[_-]", c)[0] for c in counts}
+        rests = {re.split(r"[_-]", c, maxsplit=1)[1] for c in counts}
+        if len(firsts) * len(rests) >= len(counts) > max(len(firsts), len(rests)):
+            return (f"{len(counts)} classes look like two fields joined (e.g. '{sort_classes(joined)[0]}'): "
+                    f"{len(firsts)} first words x {len(rests)} second words. To label by the first "
+                    f"word give --label-pattern '{FIRST_WORD_PATTERN}' (or --label-mode folder / --labels-csv)")
+    single = sum(1 for n in counts.values() if n == 1)
+    if len(counts) >= 3 and single > len(counts) / 2:
+        return (f"{single} of {len(counts)} classes have a single file: the label probably holds a "
+                f"per-file part of the name; give {option}")
+    return None
+
+
+def assign_labels(relative_paths: Sequence[str], rule: LabelRule, source: str = "") -> list[str]:
+    """One label per file ("" = unlabelled): logs the classes found, warns once about
+    unlabelled files, an implausible guess and table rows that name no file."""
     labels = [rule.label(p) for p in relative_paths]
+    log.info("classes found: %s", describe_classes(labels, source or f"{rule.mode} labels"))
+    doubt = implausible_labels(labels, relative_paths, rule.mode)
+    if doubt:
+        log.warning("labels (%s mode) look wrong: %s", rule.mode, doubt)
     missing = [p for p, label in zip(relative_paths, labels) if label == UNLABELLED]
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... (+{len(missing) - 5} more)" if len(missing) > 5 else "")

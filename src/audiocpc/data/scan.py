@@ -23,7 +23,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -200,18 +200,22 @@ class DataReport:
                          + _listing([f.file for f in self.silent]))
         return lines
 
-    def check(self, on_bad_file: str = "skip") -> None:
+    def check(self, on_bad_file: str = "skip",
+              advice: Optional[Callable[["DataReport"], str]] = None) -> None:
         """The one place that decides whether this folder can be trained on: raise a clear
-        error if nothing is usable, or if bad files exist and the policy is `error`."""
+        error if nothing is usable, or if bad files exist and the policy is `error`.
+        `advice(report)` replaces the generic fix when every file is shorter than a crop
+        (the caller knows the model: a value that works)."""
         if self.unreadable and on_bad_file == "error":
             raise NoUsableAudioError(
                 f"{len(self.unreadable)} unreadable audio file(s) below {self.root}: "
                 + _listing([f"{f.file}: {f.reason}" for f in self.unreadable], "; ")
                 + " (set data.on_bad_file=skip to use the others)")
         if not self.usable:
-            raise self.nothing_usable(self.min_samples, self.join_plan)
+            raise self.nothing_usable(self.min_samples, self.join_plan, advice)
 
-    def nothing_usable(self, min_samples: int, join: Join) -> AudiocpcError:
+    def nothing_usable(self, min_samples: int, join: Join,
+                       advice: Optional[Callable[["DataReport"], str]] = None) -> AudiocpcError:
         """The one message for "no file can be used" with these crops and this join."""
         readable = [f for f in self.distinct if f.readable]
         if not self.files:
@@ -231,8 +235,8 @@ class DataReport:
             return ConfigError(
                 f"data.full_duration: a crop of {crop:.3f} s is longer than every file "
                 f"below {self.root}; the longest, {longest.file}, has {longest.duration:.3f} s. "
-                "Lower data.full_duration (keeping full_duration*desired_sr/(T+k) whole), add "
-                f"longer files{hint}.")
+                + (advice(self) if advice else "Lower data.full_duration (keeping "
+                   f"full_duration*desired_sr/(T+k) whole), add longer files{hint}."))
         if join.mode == "group" and not any(join.groups([self._name(f) for f in readable])):
             return ConfigError(
                 f"data.join_by: no file below {self.root} has a group ({join.rule.mode if join.rule else ''} "
@@ -278,11 +282,14 @@ class DataReport:
                     self.files[i].sequence = number
 
     def corpus(self, min_samples: Optional[int] = None, labels: Optional[LabelRule] = None,
-               join: Optional[Join] = None, open_files: int = OPEN_FILES) -> AudioCorpus:
+               join: Optional[Join] = None, open_files: int = OPEN_FILES,
+               crop_source: str = "data.full_duration", label_source: str = "") -> AudioCorpus:
         """The training (or embedding) corpus of this scan: the files that can be used with
         crops of `min_samples` (default: the scan's) joined by `join` (default: the scan's),
         each labelled by `labels` (once, here). Reads no audio; says why nothing is usable
-        with the same message as `check`."""
+        with the same message as `check`. `crop_source` names what sets `min_samples` in the
+        warning about short files (embedding crops in window mode are T windows, shorter
+        than a training crop); `label_source` names the labels in the classes it logs."""
         min_samples = self.min_samples if min_samples is None else min_samples
         join = self.join_plan if join is None else join
         sequences = self._usable_sequences(min_samples, join)
@@ -303,23 +310,26 @@ class DataReport:
                              sequences=[[position[i] for i in seq] for seq in sequences],
                              gap_samples=join.gap_samples, join=join.mode, open_files=open_files,
                              standardize=self.standardize)
-        self._warn_skipped(corpus, min_samples, join)
+        self._warn_skipped(corpus, min_samples, join, crop_source)
         if labels is not None:
-            corpus.labels = assign_labels([relative_name(p, root) for p in paths], labels)
+            corpus.labels = assign_labels([relative_name(p, root) for p in paths], labels, label_source)
             corpus.classes = sorted(set(corpus.labels))
             index = {name: i for i, name in enumerate(corpus.classes)}
             corpus.label_ids = np.array([index[name] for name in corpus.labels], dtype=np.int64)
         return corpus
 
-    def _warn_skipped(self, corpus: AudioCorpus, min_samples: int, join: Join) -> None:
+    def _warn_skipped(self, corpus: AudioCorpus, min_samples: int, join: Join,
+                      crop_source: str = "data.full_duration") -> None:
         root = Path(self.root)
         if corpus.bad_files:
             log.warning("skipped %d unreadable file(s): %s", len(corpus.bad_files),
                         _listing([f"{relative_name(p, root)}: {r}" for p, r in corpus.bad_files], "; "))
         if corpus.skipped_short:
             where = "" if join.mode == "none" else f" (in their joined sequence, data.join={join.mode})"
-            log.warning("skipped %d file(s) shorter than %.3f s (data.full_duration)%s: %s",
-                        len(corpus.skipped_short), min_samples / self.desired_sr, where,
+            considered = len(corpus.skipped_short) + len(corpus)
+            log.warning("skipped %d file(s) shorter than %.3f s (%s)%s, %d of %d: %s",
+                        len(corpus.skipped_short), min_samples / self.desired_sr, crop_source,
+                        where, len(corpus.skipped_short), considered,
                         _listing([relative_name(p, root) for p in corpus.skipped_short]))
         if join.mode == "group":
             alone = [f for f in self.files if f.usable and f.group == ""]

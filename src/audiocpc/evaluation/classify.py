@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from audiocpc.data.labels import describe_classes
 from audiocpc.errors import AudiocpcError
 from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
 from audiocpc.evaluation.store import EmbeddingSplit
@@ -88,6 +90,7 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
     train = load_split(folder, "train")
     if has_split(folder, "test"):
         test = load_split(folder, "test")
+        check_same_embedding(folder, train, test)
         how = {"mode": "test split", "note": "trained on the train split, evaluated on the test split"}
     else:
         held_out = split_by_file(train.files, train.labels, test_fraction, seed)
@@ -110,6 +113,29 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
                 "train_files": len(set(train.files)), "test_files": len(set(test.files)),
                 "test_classes_left_out": unseen})
     return train, test, how
+
+
+def _embedding_identity(split: EmbeddingSplit) -> dict[str, Any]:
+    meta = split.meta
+    return {"kind": meta.get("features") or meta.get("kind"), "model": meta.get("run_dir"),
+            "untrained": bool(meta.get("random_init")), "dimensions": int(split.features.shape[1])}
+
+
+def check_same_embedding(folder: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
+    """Train and test rows must come from the same model and embedding kind; otherwise the
+    probes would fail deep in scikit-learn (128 vs 256 features) or score nonsense."""
+    mine, theirs = _embedding_identity(train), _embedding_identity(test)
+    differ = [k for k in mine if mine[k] is not None and theirs[k] is not None and mine[k] != theirs[k]]
+    if not differ:
+        return
+    shown = "; ".join(f"{k}: train {mine[k]!r}, test {theirs[k]!r}" for k in differ)
+    meta = train.meta
+    fix = ""
+    if meta.get("kind") and meta.get("run_dir") and not meta.get("features"):
+        fix = (f": audiocpc embed {meta['run_dir']} --data {test.meta.get('data_dir', 'TEST_DIR')} "
+               f"--split test --kind {meta['kind']}" + (" --random-init" if mine["untrained"] else ""))
+    raise AudiocpcError(f"{folder}: the train and test embeddings were made differently ({shown}); "
+                        f"re-embed the test split like the train split{fix}")
 
 
 def _write_split(path: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
@@ -135,8 +161,18 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
     base = settings or ProbeSettings(seed=seed)
     inputs = classify_inputs(embed_dir, probes, base, test_fraction, seed)  # before reading
     train, test, how = train_test_splits(embed_dir, test_fraction, seed)
+    for side, part in (("train", train), ("test", test)):
+        per_file = dict(zip(part.files, part.labels))
+        log.info("%s: %s side: %s", embed_dir.name, side, describe_classes(list(per_file.values())))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").unlink(missing_ok=True)  # the commit mark: written last
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.is_file():  # say so: an earlier result (other probes or settings) is replaced
+        old = _read_json_file(metrics_path)
+        earlier = ", ".join(f"{p} {m.get('crop_accuracy', float('nan')):.1%}"
+                            for p, m in old.get("probes", {}).items()) or "unreadable"
+        log.warning("replacing %s (earlier crop accuracy: %s); copy it first to keep it",
+                    metrics_path, earlier)
+    metrics_path.unlink(missing_ok=True)  # the commit mark: written last
     _write_split(out_dir / "split.csv", train, test)
     name = embed_dir.name
     results: dict[str, Any] = {}
@@ -174,3 +210,10 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
     }
     atomic_write_json(out_dir / "metrics.json", report)
     return report
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

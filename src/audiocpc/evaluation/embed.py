@@ -38,6 +38,7 @@ from audiocpc.fileio import files_fingerprint, normalised_json, sha256_file
 from audiocpc.data.labels import label_rule
 from audiocpc.models import CPCModel
 from audiocpc.models.hidden import POOLS, pool_frames
+from audiocpc.training.estimate import format_duration
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.scan import scan_folder
 
@@ -61,6 +62,15 @@ def crop_length(config: Config) -> int:
     if config.model.mode == "window":
         return config.data.T * window_samples(config)
     return config.data.crop_samples
+
+
+def crop_source(config: Config) -> str:
+    """What sets the embedding crop's length, for messages about files shorter than it."""
+    if config.model.mode == "window":
+        data = config.data
+        return (f"one embedding crop = data.T = {data.T} windows of {window_samples(config)} samples, "
+                f"the context the model reads; set by data.T and data.full_duration / (T+k)")
+    return "one embedding crop = data.full_duration"
 
 
 def check_options(kind: str, crops: Crops, batch_size: int = 1, layer: Optional[str] = None,
@@ -249,6 +259,47 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
     return torch.cat(pieces).numpy().astype(np.float32, copy=False), bool(shared)
 
 
+def measure_embed_seconds(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                          crop: int, kind: str = "context", batch_size: int = 64,
+                          shared: Optional[bool] = None, layer: Optional[str] = None,
+                          pool: str = "mean") -> float:
+    """Estimated seconds to embed every planned crop: the first files' crops (about one
+    batch) are embedded and timed, and the time scaled to all crops."""
+    import time
+
+    counts = [len(s) for s in starts]
+    total = sum(counts)
+    first = next(_file_groups(counts, batch_size), [])
+    if not total or not first:
+        return 0.0
+    probe = [s if i in first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+    if shared is None:  # judge sharing on the whole plan, as the real run will
+        possible = model.window is not None and crop % model.window == 0 and layer is None
+        shared = possible and window_reuse(starts, crop, model.window or 1) >= MIN_WINDOW_REUSE
+    started = time.perf_counter()
+    embed_crops(model, waves, probe, crop, kind, batch_size, shared, layer=layer, pool=pool)
+    seconds = time.perf_counter() - started
+    return seconds * total / max(1, sum(len(probe[i]) for i in first))
+
+
+def faster_crops_hint(seconds: float, crops: Crops, lengths: Sequence[int], crop: int,
+                      option: str = "--crops", slow: Optional[bool] = None) -> str:
+    """The option that makes a slow embedding fast: fewer random crops, or `all` (the
+    consecutive crops a file holds) for clips only a few crops long. "" when not slow
+    (default: over two minutes)."""
+    slow = seconds > 120 if slow is None else slow
+    if not slow or crops == "all" or int(crops) <= 5:
+        return ""
+    per_file = [n // crop for n in lengths if n >= crop]
+    hints = [f"{option} 5 takes about {format_duration(seconds * 5 / int(crops))}"]
+    if per_file and float(np.median(per_file)) < 5:  # short clips: all = the few crops they hold
+        held = sum(per_file)
+        total = len(per_file) * int(crops)
+        hints.append(f"{option} all (the {held} consecutive crops the files hold, "
+                     f"{float(np.mean(per_file)):.1f} per file) about {format_duration(seconds * held / total)}")
+    return "; ".join(hints)
+
+
 def embedding_dim(config: Config, kind: str) -> int:
     return config.model.z_dim if kind == "z_mean" else config.model.c_dim
 
@@ -335,12 +386,22 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     # the one data path; each file on its own (data.join is for training crops only)
     report = scan_folder(root, config.data, crop, progress=progress, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
-    corpus = report.corpus(labels=rule)
+    corpus = report.corpus(labels=rule, crop_source=crop_source(config))
     names = [relative_name(p, root) for p in corpus.paths]
     file_labels = corpus.labels
     grid = model.window or 1
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
     waves = corpus.waves()  # opened on demand: no open file per recording
+    if progress:  # the plan, with a measured estimate, before the long part
+        seconds = measure_embed_seconds(model, waves, starts, crop, kind, batch_size, shared,
+                                        layer, pool)
+        total = sum(len(x) for x in starts)
+        log.info("plan: embedding %s: %d file(s) x %s crop(s) = %d crops of %.3f s with %s; about "
+                 "%s (measured on one batch)", split, len(names), crops, total, crop / sr, run.name,
+                 format_duration(seconds))
+        hint = faster_crops_hint(seconds, crops, corpus.lengths.tolist(), crop)
+        if hint:
+            log.warning("embedding %d crops takes long: %s", total, hint)
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}", layer=layer, pool=pool)
     counts = [len(s) for s in starts]

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 from scipy.fft import dct
+from tqdm.auto import tqdm
 
 from audiocpc.data.cache import AudioCache
 from audiocpc.errors import AudiocpcError
@@ -53,7 +54,8 @@ def mfcc_summary(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.nda
 
 
 def crop_mfccs(crops: EmbeddingSplit, data_dir: str | Path, sample_rate: int,
-               n_mfcc: int = 20, cache_dir: Optional[str] = None) -> np.ndarray:
+               n_mfcc: int = 20, cache_dir: Optional[str] = None,
+               progress: bool = False) -> np.ndarray:
     """MFCC summaries [rows, 2 * n_mfcc] of the crops an embedding split lists."""
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -63,8 +65,10 @@ def crop_mfccs(crops: EmbeddingSplit, data_dir: str | Path, sample_rate: int,
     waves: dict[str, np.ndarray] = {}
     # Matrices this small are several times slower with BLAS threads (measured 4x on 2 cores).
     with threadpool_limits(1):
-        for i, (name, start_s, duration_s) in enumerate(zip(crops.files, crops.start_seconds,
-                                                            crops.duration_seconds)):
+        rows = zip(crops.files, crops.start_seconds, crops.duration_seconds)
+        for i, (name, start_s, duration_s) in enumerate(tqdm(rows, total=len(crops), desc="MFCC baseline",
+                                                             unit="crop", disable=not progress,
+                                                             leave=False, mininterval=1.0)):
             if name not in waves:
                 waves = {name: cache.load(data_dir / name, sample_rate)}  # manifests are file-ordered
             start = int(round(float(start_s) * sample_rate))
@@ -102,7 +106,8 @@ def mfcc_inputs(source_dir: str | Path, split: str, data_dir: Optional[str | Pat
 
 def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split: str,
                           data_dir: Optional[str | Path] = None, sample_rate: Optional[int] = None,
-                          n_mfcc: int = 20, cache_dir: Optional[str] = None) -> Path:
+                          n_mfcc: int = 20, cache_dir: Optional[str] = None,
+                          progress: bool = False) -> Path:
     """Write `<target>/<split>.npy/.csv/.json` with the MFCCs of the crops in
     `<source>/<split>.csv`: the same rows, in the same order, as the CPC embeddings.
     The data folder and sample rate default to those recorded in `<source>/<split>.json`."""
@@ -110,7 +115,7 @@ def write_mfcc_embeddings(source_dir: str | Path, target_dir: str | Path, split:
     data, rate = _source_facts(source_dir, split, data_dir, sample_rate)
     inputs = mfcc_inputs(source_dir, split, data, rate, n_mfcc)  # before reading the audio
     crops = EmbeddingSplit.read(source_dir, split)
-    features = crop_mfccs(crops, data, rate, n_mfcc, cache_dir)
+    features = crop_mfccs(crops, data, rate, n_mfcc, cache_dir, progress)
     meta = {"features": "mfcc", "source": str(source_dir), "split": split, "data_dir": str(data),
             "sample_rate": rate, "n_mfcc": n_mfcc, "rows": int(features.shape[0]),
             "dim": int(features.shape[1]),

@@ -31,17 +31,28 @@ def _save(fig: Any, path: Path, dpi: int) -> None:
         fig.savefig(tmp, dpi=dpi)
 
 
+def _not_grey(colour: tuple[float, float, float, float]) -> bool:
+    """Grey is the plots' colour for 'other classes' and the train/test legend keys."""
+    r, g, b = colour[:3]
+    return max(r, g, b) - min(r, g, b) > 0.05
+
+
 def class_colours(count: int) -> list[tuple[float, float, float, float]]:
-    """Distinct colours for `count` classes: tab10 up to 10, tab20 up to 20, then tab20 plus
-    the dark and light halves of tab20b/tab20c, so that ~30+ classes stay distinguishable."""
+    """Distinct colours for `count` classes, never grey: tab10 up to 9 (its grey left out),
+    tab10 plus navy for 10, tab20 up to 18, then tab20 plus the dark and light halves of
+    tab20b/tab20c, so that ~30+ classes stay distinguishable."""
     from matplotlib import colormaps
 
-    if count <= 10:
-        return [colormaps["tab10"](i) for i in range(count)]
+    tab10 = [c for c in (colormaps["tab10"](i) for i in range(10)) if _not_grey(c)]
+    if count <= len(tab10):
+        return tab10[:count]
+    if count == len(tab10) + 1:
+        return tab10 + [(0.0, 0.0, 0.5, 1.0)]
     palette = [colormaps["tab20"](i) for i in range(20)]
     palette += [colormaps["tab20b"](i) for i in range(0, 20, 2)]
     palette += [colormaps["tab20c"](i) for i in range(0, 20, 2)]
     palette += [colormaps["tab20b"](i) for i in range(1, 20, 2)]
+    palette = [c for c in palette if _not_grey(c)]
     return [palette[i % len(palette)] for i in range(count)]
 
 

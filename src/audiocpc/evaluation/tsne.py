@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from audiocpc.data.labels import sort_classes
 from audiocpc.errors import AudiocpcError
 from audiocpc.evaluation.classify import embeddings_identity
 from audiocpc.evaluation.store import EmbeddingSplit
@@ -44,6 +45,31 @@ def stratified_subsample(strata: np.ndarray, count: int, seed: int = 0) -> np.nd
     return np.sort(np.concatenate(chosen))
 
 
+def split_balanced_subsample(split_names: np.ndarray, labels: np.ndarray, files: list[str],
+                            count: int, seed: int = 0) -> np.ndarray:
+    """About `count` rows, shared between the splits in proportion to their FILES (not
+    crops: 90 crops per train file and 5 per test file left ~3 % of a map to the test
+    split), then stratified by class within each split."""
+    split_names = np.asarray(split_names, dtype=object)
+    if count >= len(split_names):
+        return np.arange(len(split_names))
+    names = [s for s in SPLITS if (split_names == s).any()]
+    names += sorted(set(split_names.tolist()) - set(names))
+    rows = {s: np.flatnonzero(split_names == s) for s in names}
+    file_counts = {s: len({files[i] for i in rows[s]}) for s in names}
+    total_files = sum(file_counts.values())
+    budget = {s: min(len(rows[s]), max(1, int(round(count * file_counts[s] / total_files))))
+              for s in names}
+    spare = count - sum(budget.values())  # a split smaller than its share lends the rest
+    for s in names:
+        extra = min(spare, len(rows[s]) - budget[s])
+        budget[s] += max(extra, 0)
+        spare -= max(extra, 0)
+    chosen = [rows[s][stratified_subsample(np.asarray(labels, dtype=object)[rows[s]], budget[s], seed)]
+              for s in names]
+    return np.sort(np.concatenate(chosen))
+
+
 def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 30.0,
              seed: int = 0, n_jobs: int = -1) -> np.ndarray:
     """[n, 2] coordinates of `features` [n, dim]."""
@@ -61,7 +87,7 @@ def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 
                                 "use --method tsne or pca") from None
         return umap.UMAP(random_state=seed).fit_transform(x)
     perplexity = float(min(perplexity, max(2.0, (len(x) - 1) / 3.0)))
-    if x.shape[1] > 50:  # the usual t-SNE recipe: PCA to 50 dimensions first
+    if x.shape[1] > 50 and len(x) > 50:  # the usual t-SNE recipe: PCA to 50 dimensions first
         from sklearn.decomposition import PCA
 
         x = PCA(n_components=50, random_state=seed).fit_transform(x).astype(np.float32)
@@ -133,14 +159,13 @@ def tsne(embed_dir: str | Path, out_dir: str | Path, points: int = 3000, perplex
     split_names = np.array([split for split, part in parts for _ in range(len(part))], dtype=object)
     if held_out and not EmbeddingSplit.exists(embed_dir, "test"):
         split_names[np.array([f in held_out for f in files], dtype=bool)] = "test"
-    strata = np.array([f"{s}\x00{label}" for s, label in zip(split_names, labels)], dtype=object)
-    chosen = stratified_subsample(strata, points, seed)
+    chosen = split_balanced_subsample(split_names, labels, files, points, seed)
     started = time.perf_counter()
     coordinates = embed_2d(features[chosen], method, perplexity, seed)
     seconds = time.perf_counter() - started
     labels, split_names = labels[chosen], split_names[chosen]
     is_test = split_names == "test"
-    classes = sorted(set(labels.tolist()))
+    classes = sort_classes(labels.tolist())
     name = embed_dir.name
     method_name = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}[method]
     title = (f"{name}: {method_name} of {len(chosen)} crops "

@@ -56,6 +56,7 @@ class RunOptions:
     tsne_method: str = "tsne"
     seed: int = 0
     progress: bool = True
+    report_notes: list[str] = field(default_factory=list)  # paragraphs placed above the table
 
 
 @dataclass
@@ -110,13 +111,129 @@ class Experiment:
         report = scan_folder(self.embed_train, config.data, crop_length(config),
                              progress=opts.progress, join=NO_JOIN)
         report.check(config.data.on_bad_file)
-        classes = set(report.corpus(labels=rule).labels) - {""}
+        # printed (with a warning for an implausible guess) before hours of training
+        classes = set(report.corpus(labels=rule, label_source=f"{opts.label_mode} labels of {self.embed_train}").labels) - {""}
         if len(classes) < 2:
             found = f"only {', '.join(sorted(classes))}" if classes else "no label"
             raise AudiocpcError(
                 f"{self.embed_train}: {found} found in the file names ({opts.label_mode} labels), "
                 "but the classifiers need at least two classes. Give --label-pattern (e.g. "
                 "'^(?P<label>\\d)_' for 7_jackson_32.wav), --label-mode folder or --labels-csv")
+
+    # ------------------------------------------------------------------ plan
+
+    def _file_lengths(self, folder: Path, config: Any) -> tuple[list[str], list[int]]:
+        """Names and lengths (samples at the model's rate, from the file headers only)."""
+        from audiocpc.data.audio import audio_info, discover_audio_files, relative_name
+        from audiocpc.errors import AudioReadError
+
+        names, lengths = [], []
+        for path in discover_audio_files(folder, config.data.extensions):
+            try:
+                info = audio_info(path)
+            except AudioReadError:
+                continue
+            names.append(relative_name(path, folder))
+            lengths.append(int(info.frames * config.data.desired_sr / max(info.samplerate, 1)))
+        return names, lengths
+
+    def plan(self, configs: Sequence[Any]) -> list[str]:
+        """What this run will do and about how long each stage takes, from a quick
+        measurement per model (one training step, one batch of crops, one small probe fit);
+        the last line per model warns when the embedding defaults dwarf training."""
+        import numpy as np
+        import torch
+
+        from audiocpc.evaluation.embed import (crop_length, default_crops, embedding_dim,
+                                               faster_crops_hint, measure_embed_seconds, plan_crops)
+        from audiocpc.evaluation.mfcc import mfcc_summary
+        from audiocpc.models import build_cpc
+        from audiocpc.training.estimate import format_duration, time_train_step
+
+        opts = self.options
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        lines: list[str] = []
+        splits = [("train", self.embed_train, opts.crops_train), ("test", self.embed_test, opts.crops_test)]
+        for config in configs:
+            steps = config.train.epochs * config.train.steps_per_epoch
+            train_s = steps * time_train_step(config, device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.train.seed)
+                model = build_cpc(config).to(device).eval()
+            crop, sr = crop_length(config), config.data.desired_sr
+            stage_lines, embed_s, rows_total, slow_hints = [], 0.0, 0, []
+            rng = np.random.default_rng(0)
+            for split, folder, crops in splits:
+                if folder is None:
+                    continue
+                crops = default_crops(split) if crops is None else crops
+                names, lengths = self._file_lengths(folder, config)
+                starts = plan_crops(lengths, names, crop, crops, opts.seed, model.window or 1)
+                usable = [i for i, s in enumerate(starts) if len(s)]
+                rows = sum(len(s) for s in starts)
+                # random audio of the files' lengths: the measurement needs shapes, not sounds
+                waves = [(0.1 * rng.standard_normal(lengths[i])).astype(np.float32)
+                         if i in usable[:64] else np.zeros(0, np.float32) for i in range(len(lengths))]
+                probe_starts = [s if i in usable[:64] else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+                seconds = measure_embed_seconds(model, waves, probe_starts, crop, opts.embedding_kind)
+                seconds *= rows / max(1, sum(len(s) for s in probe_starts))
+                seconds *= 2 if "random" in opts.baselines else 1  # the untrained model embeds them too
+                embed_s += seconds
+                rows_total += rows
+                per_file = f"{crops} crop(s) per file" if crops != "all" else "every crop the files hold"
+                stage_lines.append(f"  embed {split}: {len(usable)} of {len(lengths)} file(s) x {per_file} "
+                                   f"= {rows} crops of {crop / sr:.3f} s: about {format_duration(seconds)}"
+                                   + (" (with the untrained baseline)" if "random" in opts.baselines else ""))
+                option = "--crops-train" if split == "train" else "--crops-test"
+                slow_hints.append((split, seconds, crops, lengths, option))
+            mfcc_s = 0.0
+            if "mfcc" in opts.baselines and rows_total:
+                sample = (0.1 * rng.standard_normal(crop)).astype(np.float32)
+                started = time.perf_counter()
+                for _ in range(10):
+                    mfcc_summary(sample, sr)
+                mfcc_s = (time.perf_counter() - started) / 10 * rows_total
+                embed_s += mfcc_s
+                stage_lines.append(f"  MFCC baseline of the same {rows_total} crops: about {format_duration(mfcc_s)}")
+            classify_s = self._classify_seconds(rows_total, embedding_dim(config, opts.embedding_kind))
+            stage_lines.append(f"  classify ({', '.join(opts.probes)} on {1 + len(opts.baselines)} feature "
+                               f"set(s)): about {format_duration(classify_s)}; t-SNE of "
+                               f"{opts.tsne_points} points: about a minute")
+            lines.append(f"plan for {config.run_name}: train {steps} steps: about {format_duration(train_s)} "
+                         f"({train_s / max(steps, 1):.2f} s per step, measured on {device.type})")
+            lines += stage_lines
+            later = embed_s + classify_s
+            slow = later > max(60.0, 2 * train_s)  # "far longer than training"
+            slow_hints = [f"{split}: {hint}" for split, seconds, crops, lengths, option in slow_hints
+                          if (hint := faster_crops_hint(seconds, crops, lengths, crop, option, slow))]
+            if slow_hints:
+                lines.append(f"  note: embedding and classifying (about {format_duration(later)}) take far "
+                             f"longer than training (about {format_duration(train_s)}); to make them fast: "
+                             + " | ".join(slow_hints))
+        return lines
+
+    def _classify_seconds(self, rows: int, dim: int) -> float:
+        """A linear probe's fit time on random features of this size, from a fit on up to
+        2000 rows scaled linearly, for every probe and feature set."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        if rows == 0:
+            return 0.0
+        import warnings
+
+        sample = min(rows, 2000)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((sample, dim)).astype(np.float32)
+        y = rng.integers(0, 10, size=sample)
+        # 20 L-BFGS iterations timed, scaled to rows and to the ~300 iterations real
+        # embeddings need (random features converge far sooner, so their fit would mislead)
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            LogisticRegression(max_iter=20, tol=0.0).fit(x, y)
+        per_fit = (time.perf_counter() - started) / 20 * 300 * rows / sample
+        return per_fit * len(self.options.probes) * (1 + len(self.options.baselines))
 
     # ------------------------------------------------------------------ stages
 
@@ -131,14 +248,24 @@ class Experiment:
             chosen, reason = choose_preset(self.options.train_data)
             log.info(reason)
             models = [chosen if m == "auto" else m for m in models]
-        configs = [check_model_config(load_config(m, [*self.options.overrides,
-                                                      f"output.dir={self.out}"]))
-                   for m in models]
+        configs = []
+        for model in models:
+            config = check_model_config(load_config(model, [*self.options.overrides,
+                                                            f"output.dir={self.out}"]))
+            if config.output.name is None and Path(model).suffix in (".yaml", ".yml"):
+                # A YAML file is named after itself: two edited copies of `config show 1dconv_gru`
+                # both say `preset: 1dconv_gru`, which must not make them one run.
+                path = Path(model)  # a run folder's own config.yaml keeps that run's name
+                config.output.name = path.parent.name if path.stem == "config" else path.stem
+            configs.append(config)
         names = [c.run_name for c in configs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise AudiocpcError(f"--models: two models would share the run name {', '.join(twice)}; "
-                                "give each model once (and no output.name override)")
+            clashing = [m for m, n in zip(self.options.models, names) if n in twice]
+            raise AudiocpcError(
+                f"--models: {', '.join(clashing)} would share the run name {', '.join(twice)}; "
+                "give each model once, and give YAML files distinct names or a distinct "
+                "output.name inside each (e.g. `output: {name: gru_small}`)")
         return configs
 
     def train_stage(self, config: Any, outcome: ModelOutcome) -> bool:
@@ -219,7 +346,8 @@ class Experiment:
         outcome.stages["embed"] = "ran" if ran else "skipped"
 
     def mfcc_stage(self, outcome: ModelOutcome) -> None:
-        ran = refresh_mfcc(self.layout, outcome.model, force=self.options.force)
+        ran = refresh_mfcc(self.layout, outcome.model, force=self.options.force,
+                           progress=self.options.progress)
         outcome.stages["mfcc"] = "ran" if ran else "skipped"
 
     def probe_settings(self) -> ProbeSettings:
@@ -270,6 +398,13 @@ class Experiment:
         outcomes = []
         configs = self.configs()
         self.check_labels(configs[0])
+        if self.options.progress:
+            try:
+                plan = self.plan(configs)
+            except (RuntimeError, ValueError, OSError) as exc:  # an estimate must not stop the run
+                plan = [f"plan: no estimate ({type(exc).__name__}: {str(exc).splitlines()[0]})"]
+            for line in plan:
+                log.info("%s", line)
         for config in configs:
             run = self.layout.run(config.run_name)
             outcome = ModelOutcome(config.run_name, run.path)
@@ -293,7 +428,8 @@ class Experiment:
         return report
 
 
-def refresh_mfcc(layout: ResultsLayout, model: str, force: bool = False) -> bool:
+def refresh_mfcc(layout: ResultsLayout, model: str, force: bool = False,
+                 progress: bool = False) -> bool:
     """Make the MFCC baseline of each split's CPC crops unless it is current (its recorded
     inputs, the crops and their audio files, equal those on disk now); a split without CPC
     embeddings loses its MFCC features too. Returns whether any split was (re)made."""
@@ -311,7 +447,7 @@ def refresh_mfcc(layout: ResultsLayout, model: str, force: bool = False) -> bool
                 and EmbeddingSplit.read_info(target, split).get("inputs") == expected):
             continue
         log.info("[%s] MFCC baseline for the %s crops", model, split)
-        write_mfcc_embeddings(source, target, split)
+        write_mfcc_embeddings(source, target, split, progress=progress)
         ran = True
     return ran
 
@@ -368,6 +504,7 @@ def write_report(experiment: Experiment, outcomes: Sequence[ModelOutcome], secon
         f"- Settings overridden: {', '.join(f'`{o}`' for o in opts.overrides) or 'none'}. "
         f"Wall time of this run: {seconds / 60:.1f} min.",
         "",
+        *[line for note in opts.report_notes for line in (note, "")],
         "| model | CPC loss | CPC acc | features | probe | crop acc | file acc | macro-F1 | chance | classes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -448,6 +585,19 @@ DEMO_OVERRIDES = ("augment.apply_to=past", "augment.gain_db=6", "augment.noise_s
                   "train.epochs=8")
 
 
+DEMO_NOTES = (
+    "**What to look at.** The demo's four classes come in two pairs, and each pair is the same "
+    "sounds in the opposite temporal order: `rising` arpeggios and `falling` ones (the same "
+    "clips played backwards), struck `pluck` notes and `swell`s (plucks played backwards). "
+    "MFCC mean and standard deviation summarise short frames without their order, and "
+    "reversing a clip changes neither, so the MFCC rows can only tell the pairs apart: expect "
+    "about 50 % (chance is 25 %), with each pair confused in its confusion matrix. Anything "
+    "above that comes from temporal structure. Compare the CPC rows with the MFCC rows (what "
+    "order adds) and with the untrained model's (what CPC training adds to an architecture "
+    "that already reads the windows in order).",
+)
+
+
 def run_demo(out: str | Path, overrides: Sequence[str] = (), force: bool = False,
              progress: bool = True) -> Path:
     """The synthetic five-class data set through the whole pipeline with the tiny preset."""
@@ -466,7 +616,7 @@ def run_demo(out: str | Path, overrides: Sequence[str] = (), force: bool = False
                              embed_test=data / "test", overrides=[*DEMO_OVERRIDES, *overrides],
                              out=out, force=force,
                              probes=["logreg", "mlp"], crops_train=20, crops_test=10,
-                             progress=progress)
+                             progress=progress, report_notes=list(DEMO_NOTES))
         return run_experiments(options)
     finally:
         torch.set_num_threads(threads)

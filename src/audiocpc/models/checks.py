@@ -10,6 +10,7 @@ predictions, fails with messages that name the fields.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Optional
 
 import torch
@@ -117,8 +118,40 @@ def model_geometry_problems(config: Config) -> list[str]:
     elif callable(output_length):
         window = window_samples(config)
         if output_length(window) < 1:
-            problems.append(
-                f"model.encoder: a window of {window} samples (data.full_duration x "
-                f"data.desired_sr / (T+k)) is too short for the encoder to give one frame; "
-                "lengthen the windows or shrink the encoder's kernels and strides")
+            problems.append(window_too_short_problem(config, window, minimum_window(output_length)))
     return problems
+
+
+def minimum_window(output_length: Any, limit: int = 1 << 22) -> int:
+    """The fewest samples for which the encoder gives at least one frame (binary search
+    over its `output_length`, which never decreases with the input length)."""
+    low, high = 1, limit
+    if output_length(high) < 1:
+        return high
+    while low < high:
+        middle = (low + high) // 2
+        if output_length(middle) >= 1:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def window_too_short_problem(config: "Config", window: int, needed: int) -> str:
+    """Name the encoder's minimum window and each single setting that reaches it."""
+    from audiocpc.config import duration_text
+
+    data = config.data
+    steps = data.T + data.k
+    ways = [f"data.full_duration={duration_text(needed * steps, data.desired_sr)} (or longer, "
+            f"keeping full_duration*desired_sr/(T+k) whole)"]
+    most_steps = data.crop_samples // needed
+    if most_steps > data.k:
+        ways.append(f"data.T={most_steps - data.k} (T+k = {most_steps} windows of "
+                    f"{data.crop_samples // most_steps} samples)")
+    rate = math.ceil(needed * steps / data.full_duration)
+    ways.append(f"data.desired_sr >= {rate}")
+    return (f"model.encoder: a window of {window} samples (data.full_duration x data.desired_sr / "
+            f"(T+k) = {data.crop_samples}/{steps}) is too short for the encoder, which needs at "
+            f"least {needed} samples per window to give one frame; set {' or '.join(ways)}, or "
+            "shrink the encoder's kernels and strides")

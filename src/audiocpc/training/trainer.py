@@ -489,8 +489,20 @@ class Trainer:
                     log.info("data: %s", line)
             if report.silent:
                 log.info("data: %d silent file(s), still used", len(report.silent))
-        report.check(data.on_bad_file)
+        report.check(data.on_bad_file, advice=self._crop_advice)
+        readable = [f for f in report.files if f.readable]
+        # per-file advice: with data.join the sequences, not the files, must hold a crop
+        if (self.dist.is_main and data.join == "none"
+                and len(report.too_short) > 0.1 * len(readable)):
+            log.warning("data: %d of %d readable files are shorter than the %.3f s crop and are "
+                        "left out. %s", len(report.too_short), len(readable), report.crop_seconds,
+                        self._crop_advice(report))
         return report.corpus(labels=training_label_rule(data))
+
+    def _crop_advice(self, report: Any) -> str:
+        from audiocpc.training.preflight import crop_advice
+
+        return crop_advice(self.config, [f.samples for f in report.files if f.readable])
 
     def fit(self) -> TrainResult:
         cfg = self.config

@@ -1,0 +1,74 @@
+"""`audiocpc run` set-up: how models are named and checked before any stage runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiocpc.cli import main
+from audiocpc.errors import AudiocpcError
+from audiocpc.experiments.pipeline import Experiment, RunOptions
+
+
+def _config_show_copy(capsys: pytest.CaptureFixture[str], path: Path, *overrides: str) -> Path:
+    assert main(["config", "show", "1dconv_tiny", *[a for o in overrides for a in ("--set", o)]]) == 0
+    path.write_text(capsys.readouterr().out)  # keeps `preset: 1dconv_tiny`, as users' copies do
+    return path
+
+
+def test_edited_copies_of_one_preset_are_named_by_their_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = _config_show_copy(capsys, tmp_path / "tiny_small.yaml", "model.c_dim=32")
+    lstm = _config_show_copy(capsys, tmp_path / "tiny_lstm.yaml", "model.context.type=lstm")
+    experiment = Experiment(RunOptions(models=[str(small), str(lstm), "1dconv_tiny"],
+                                       train_data=tmp_path, out=tmp_path / "results"))
+    assert [c.run_name for c in experiment.configs()] == ["tiny_small", "tiny_lstm", "1dconv_tiny"]
+
+
+def test_two_models_with_one_name_say_which_key_to_change(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _config_show_copy(capsys, tmp_path / "a" / "model.yaml")
+    second = _config_show_copy(capsys, tmp_path / "b" / "model.yaml", "model.c_dim=32")
+    experiment = Experiment(RunOptions(models=[str(first), str(second)], train_data=tmp_path))
+    with pytest.raises(AudiocpcError, match="distinct output.name inside each") as err:
+        experiment.configs()
+    assert str(first) in str(err.value) and str(second) in str(err.value)
+
+
+def test_plan_lists_each_stage_with_an_estimate_and_the_fast_option(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    import audiocpc.evaluation.embed as embed
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    for i in range(6):  # clips of 1.5 s: two consecutive 0.75 s crops each
+        sf.write(data / f"{'ab'[i % 2]}.{i:05d}.wav", np.zeros(12000, np.float32) + 0.01, 8000)
+    experiment = Experiment(RunOptions(models=["1dconv_tiny"], train_data=data, out=tmp_path / "r",
+                                       overrides=["train.epochs=1", "train.steps_per_epoch=3"]))
+    lines = experiment.plan(experiment.configs())
+    text = "\n".join(lines)
+    assert "plan for 1dconv_tiny: train 3 steps: about" in text and "s per step" in text
+    assert "embed train: 6 of 6 file(s) x 90 crop(s) per file = 540 crops of 0.750 s" in text
+    assert "MFCC baseline of the same 540 crops" in text and "classify (logreg" in text
+    assert "note:" not in text  # quick here: no advice
+
+    # embedding that dwarfs training (FSDD: 2700 clips x 90 crops did not finish in 15 minutes)
+    monkeypatch.setattr(embed, "measure_embed_seconds", lambda *args, **kwargs: 3000.0)
+    text = "\n".join(experiment.plan(experiment.configs()))
+    assert "take far longer than training" in text
+    assert "--crops-train 5 takes about" in text and "--crops-train all (the 12 consecutive crops" in text
+
+
+def test_faster_crops_hint_only_when_slow() -> None:
+    from audiocpc.evaluation.embed import faster_crops_hint
+
+    assert faster_crops_hint(30.0, 90, [10_000] * 4, 6000) == ""
+    assert faster_crops_hint(1000.0, 5, [10_000] * 4, 6000) == ""
+    hint = faster_crops_hint(900.0, 90, [60_000] * 4, 6000)
+    assert "--crops 5 takes about 50 s" in hint and "--crops all" not in hint  # 10 crops per file
