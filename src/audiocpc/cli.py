@@ -163,7 +163,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides=args.overrides, out=Path(args.out), force=args.force,
         probes=args.probes or ["logreg"], standardize=not args.no_standardize, pca_dim=args.pca,
         test_fraction=args.test_fraction, baselines=args.baselines, crops_train=args.crops_train,
-        crops_test=args.crops_test, embedding_kind=args.kind, label_mode=args.label_mode,
+        crops_test=args.crops_test, embedding_kind=args.kind,
+        # c at the last step is one vector: nothing to pool
+        embedding_pool="mean" if args.kind == "context" else args.pool, label_mode=args.label_mode,
         label_pattern=args.label_pattern, labels_csv=args.labels_csv, tsne_points=args.points,
         perplexity=args.perplexity, tsne_method=args.method, seed=args.seed,
         progress=not args.quiet)
@@ -321,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="split name for the output files, e.g. train or test")
     p.add_argument("--crops", type=_crops_arg, default=None, metavar="M|all",
                    help="random crops per file (default 90 for train, 5 otherwise) or 'all'")
-    p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
-                   help="c at the crop's last step, mean of c, or mean of z")
+    p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean", "zc"],
+                   help="c at the crop's last step (the reference's), mean of c, mean of z, or "
+                        "z and c side by side (with --pool)")
     p.add_argument("--layer", metavar="NAME",
                    help="embed one layer instead of --kind: z, c, encoder.conv1, ... (a wrong name lists them)")
     p.add_argument("--pool", default="mean", choices=["mean", "meanstd", "meanmax", "last"],
@@ -455,8 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crops per train file (default 90)")
     p.add_argument("--crops-test", type=_crops_arg, default=None, metavar="M|all",
                    help="crops per test file (default 5)")
-    p.add_argument("--kind", default="context", choices=["context", "context_mean", "z_mean"],
-                   help="embedding: c at the crop's last step (default), mean of c, or mean of z")
+    p.add_argument("--kind", default="zc", choices=["context", "context_mean", "z_mean", "zc"],
+                   help="embedding: z and c side by side (default), c at the crop's last step, "
+                        "c's frames or z's frames, pooled by --pool")
+    p.add_argument("--pool", default="meanstd", choices=["mean", "meanstd", "meanmax", "last"],
+                   help="pooling of a crop's frames (default meanstd: mean and standard deviation)")
     p.add_argument("--label-mode", default="auto", choices=["auto", "folder", "regex", "csv"])
     p.add_argument("--label-pattern", help="regex with a named group 'label', searched in file names")
     p.add_argument("--labels-csv", help="CSV of file,label rows")

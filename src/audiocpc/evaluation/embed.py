@@ -44,7 +44,9 @@ from audiocpc.data.scan import scan_folder
 
 log = logging.getLogger("audiocpc")
 
-EMBEDDING_KINDS: tuple[str, ...] = ("context", "context_mean", "z_mean")
+# context: c at the crop's last step (the reference's); context_mean, z_mean: c's or z's frames
+# pooled; zc: z and c side by side, pooled (the best on the real-audio suite, docs/results.md)
+EMBEDDING_KINDS: tuple[str, ...] = ("context", "context_mean", "z_mean", "zc")
 Crops = Union[int, str]  # a number of random crops per file, or "all"
 WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this
 # Below this reuse (e.g. 5 crops of a long file), bookkeeping outweighs the saved encoder
@@ -124,6 +126,8 @@ def pool_steps(z: torch.Tensor, c: Optional[torch.Tensor], kind: str, pool: str 
     if kind == "z_mean":
         return pool_frames(z, pool)
     assert c is not None
+    if kind == "zc":
+        return pool_frames(torch.cat([z[:, : c.shape[1]], c], dim=-1), pool)
     return c[:, -1] if kind == "context" else pool_frames(c, pool)
 
 
@@ -300,8 +304,10 @@ def faster_crops_hint(seconds: float, crops: Crops, lengths: Sequence[int], crop
     return "; ".join(hints)
 
 
-def embedding_dim(config: Config, kind: str) -> int:
-    return config.model.z_dim if kind == "z_mean" else config.model.c_dim
+def embedding_dim(config: Config, kind: str, pool: str = "mean") -> int:
+    dim = {"z_mean": config.model.z_dim, "zc": config.model.z_dim + config.model.c_dim}.get(
+        kind, config.model.c_dim)
+    return dim * 2 if pool in ("meanstd", "meanmax") and kind != "context" else dim
 
 
 def pool_by_file(rows: np.ndarray, counts: Sequence[int]) -> np.ndarray:

@@ -47,7 +47,10 @@ class RunOptions:
     baselines: list[str] = field(default_factory=lambda: ["random", "mfcc"])
     crops_train: Optional[int | str] = None  # default: embed's (90)
     crops_test: Optional[int | str] = None  # default: embed's (5)
-    embedding_kind: str = "context"
+    # z and c side by side, mean and standard deviation over each crop: the best pooling on
+    # the real-audio suite (docs/results.md); `audiocpc embed` keeps the reference's context
+    embedding_kind: str = "zc"
+    embedding_pool: str = "meanstd"
     label_mode: str = "auto"
     label_pattern: Optional[str] = None
     labels_csv: Optional[str] = None
@@ -175,7 +178,8 @@ class Experiment:
                 waves = [(0.1 * rng.standard_normal(lengths[i])).astype(np.float32)
                          if i in usable[:64] else np.zeros(0, np.float32) for i in range(len(lengths))]
                 probe_starts = [s if i in usable[:64] else np.zeros(0, np.int64) for i, s in enumerate(starts)]
-                seconds = measure_embed_seconds(model, waves, probe_starts, crop, opts.embedding_kind)
+                seconds = measure_embed_seconds(model, waves, probe_starts, crop, opts.embedding_kind,
+                                                pool=opts.embedding_pool)
                 seconds *= rows / max(1, sum(len(s) for s in probe_starts))
                 seconds *= 2 if "random" in opts.baselines else 1  # the untrained model embeds them too
                 embed_s += seconds
@@ -195,7 +199,8 @@ class Experiment:
                 mfcc_s = (time.perf_counter() - started) / 10 * rows_total
                 embed_s += mfcc_s
                 stage_lines.append(f"  MFCC baseline of the same {rows_total} crops: about {format_duration(mfcc_s)}")
-            classify_s = self._classify_seconds(rows_total, embedding_dim(config, opts.embedding_kind))
+            classify_s = self._classify_seconds(rows_total, embedding_dim(config, opts.embedding_kind,
+                                                                           opts.embedding_pool))
             stage_lines.append(f"  classify ({', '.join(opts.probes)} on {1 + len(opts.baselines)} feature "
                                f"set(s)): about {format_duration(classify_s)}; t-SNE of "
                                f"{opts.tsne_points} points: about a minute")
@@ -333,7 +338,7 @@ class Experiment:
                     model_identity(outcome.run_dir, random_init), data, config.data.extensions,
                     split=split, crops=crops, kind=opts.embedding_kind, seed=opts.seed,
                     label_mode=opts.label_mode, label_pattern=opts.label_pattern,
-                    labels_csv=opts.labels_csv)
+                    labels_csv=opts.labels_csv, pool=opts.embedding_pool)
                 if EmbeddingSplit.complete(folder, split) and not self._redo(
                         EmbeddingSplit.read_info(folder, split), expected):
                     continue
@@ -341,7 +346,8 @@ class Experiment:
                 embed_folder(outcome.run_dir, data, split, folder=folder, crops=crops,
                              kind=opts.embedding_kind, seed=opts.seed, label_mode=opts.label_mode,
                              label_pattern=opts.label_pattern, labels_csv=opts.labels_csv,
-                             random_init=random_init, progress=opts.progress)
+                             random_init=random_init, progress=opts.progress,
+                             pool=opts.embedding_pool)
                 ran = True
         outcome.stages["embed"] = "ran" if ran else "skipped"
 

@@ -1,0 +1,29 @@
+"""The zc embedding: z and c of each crop side by side, pooled over the crop's frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from audiocpc import load_config
+from audiocpc.evaluation.embed import embed_crops, embedding_dim
+from audiocpc.models import build_cpc
+
+
+def test_zc_meanstd_is_the_mean_and_std_of_z_and_c_side_by_side() -> None:
+    config = load_config("cpc_tiny", ["model.z_dim=16", "model.c_dim=24", "model.encoder.filters=16"])
+    torch.manual_seed(0)
+    model = build_cpc(config).eval()
+    crop = config.data.crop_samples
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(crop * 2).astype(np.float32) for _ in range(3)]
+    starts = [np.array([0, crop // 2]), np.array([crop]), np.array([0])]
+    rows, _ = embed_crops(model, waves, starts, crop, kind="zc", pool="meanstd", batch_size=2)
+    assert rows.shape == (4, embedding_dim(config, "zc", "meanstd")) == (4, 2 * (16 + 24))
+    with torch.no_grad():
+        batch = torch.from_numpy(waves[0][crop // 2 : crop // 2 + crop]).unsqueeze(0)
+        z = model.encode(batch)
+        frames = torch.cat([z, model.contextualize(z)], dim=-1)[0]
+    expected = torch.cat([frames.mean(0), frames.std(0, unbiased=False)]).numpy()
+    np.testing.assert_allclose(rows[1], expected, rtol=1e-4, atol=1e-5)
+    assert embedding_dim(config, "context", "meanstd") == 24  # one vector: not pooled
