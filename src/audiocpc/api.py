@@ -33,6 +33,7 @@ from audiocpc.errors import AudiocpcError, ConfigError
 from audiocpc.evaluation.store import EmbeddingSplit
 from audiocpc.models import CPCModel
 from audiocpc.models.checks import check_model_config, component_problems
+from audiocpc.models.hidden import HiddenStates
 from audiocpc.presets import apply_overrides, preset_dict, validate_config
 from audiocpc.training.restore import RestoredRun, restore_run
 
@@ -146,11 +147,12 @@ class CPCEmbedder:
             padded[row, : wave.size] = wave
         z, c, frames = self.model.extract_features(torch.from_numpy(padded).to(self.device),
                                                    lengths.to(self.device))
+        assert frames is not None  # extract_features counts frames when given lengths
         return Features(z.float().cpu(), c.float().cpu(), frames.cpu())
 
     @torch.inference_mode()
     def hidden_states(self, waveform: Union[Waveform, Sequence[Waveform]], sample_rate: int,
-                      channels_first: bool = False) -> "HiddenStates":  # noqa: F821 (models.hidden)
+                      channels_first: bool = False) -> HiddenStates:
         """Every layer's output for one waveform or a batch (zero-padded to the longest), on
         the CPU: `.names`, `.hidden_states` (one [B, T, D] per layer), `.frame_rate(name)`,
         `.lengths[name]` (valid frames per item), `.as_dict()` (s3prl's layout)."""
