@@ -189,7 +189,7 @@ class CPCEmbedder:
         shorter than one crop is padded with silence (warned about; `audiocpc embed` skips
         it, since it writes one row per crop); `on_short="error"` refuses it."""
         cache = AudioCache(self.config.data.cache_dir)
-        waves = [self._prepare(cache.load(p, self.sample_rate)) for p in paths]
+        waves = [self._prepare(cache.load(os.fspath(p), self.sample_rate)) for p in paths]
         return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
                             names=[str(p) for p in paths], on_short=on_short)
 
@@ -242,7 +242,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | os.PathLike, split: str,
     if not run_dir.is_dir() and run_dir.name == CHECKPOINT_NAME:  # the checkpoint itself was given
         run_dir = run_dir.parent
     folder = ResultsLayout(out).embeddings(RunFolder(run_dir).name, "random" if random_init else "cpc")
-    return embedding.embed_folder(source, data_dir, split, folder=folder, random_init=random_init,
+    return embedding.embed_folder(source, os.fspath(data_dir), split, folder=folder, random_init=random_init,
                                   **options)
 
 
@@ -287,7 +287,8 @@ class CPCTransformer(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Sequence[Any]) -> np.ndarray:
         embedder = self._embedder()
-        options = dict(crops=self.crops, kind=self.kind, seed=self.seed, batch_size=self.batch_size)
+        options: dict[str, Any] = dict(crops=self.crops, kind=self.kind, seed=self.seed,
+                                       batch_size=self.batch_size)
         if len(X) and all(isinstance(x, (str, os.PathLike)) for x in X):
             return embedder.embed_files(list(X), **options)
         return embedder.embed_waveforms(list(X), self.sample_rate, **options)
