@@ -21,7 +21,12 @@ demo: $(STAMP)
 	$(BIN)/audiocpc demo --out results/demo
 
 test: $(STAMP)
+	$(BIN)/python -m mypy src/audiocpc
 	$(BIN)/python -m pytest -q
+
+# Static types alone (settings: [tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy src/audiocpc
 
 # The fast lane for your own loop: everything but tests/e2e (and other tests marked slow).
 test-fast: $(STAMP)

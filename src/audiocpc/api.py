@@ -33,6 +33,7 @@ from audiocpc.errors import AudiocpcError, ConfigError
 from audiocpc.evaluation.store import EmbeddingSplit
 from audiocpc.models import CPCModel
 from audiocpc.models.checks import check_model_config, component_problems
+from audiocpc.models.hidden import HiddenStates
 from audiocpc.presets import apply_overrides, preset_dict, validate_config
 from audiocpc.training.restore import RestoredRun, restore_run
 
@@ -146,11 +147,12 @@ class CPCEmbedder:
             padded[row, : wave.size] = wave
         z, c, frames = self.model.extract_features(torch.from_numpy(padded).to(self.device),
                                                    lengths.to(self.device))
+        assert frames is not None  # extract_features counts frames when given lengths
         return Features(z.float().cpu(), c.float().cpu(), frames.cpu())
 
     @torch.inference_mode()
     def hidden_states(self, waveform: Union[Waveform, Sequence[Waveform]], sample_rate: int,
-                      channels_first: bool = False) -> "HiddenStates":  # noqa: F821 (models.hidden)
+                      channels_first: bool = False) -> HiddenStates:
         """Every layer's output for one waveform or a batch (zero-padded to the longest), on
         the CPU: `.names`, `.hidden_states` (one [B, T, D] per layer), `.frame_rate(name)`,
         `.lengths[name]` (valid frames per item), `.as_dict()` (s3prl's layout)."""
@@ -187,7 +189,7 @@ class CPCEmbedder:
         shorter than one crop is padded with silence (warned about; `audiocpc embed` skips
         it, since it writes one row per crop); `on_short="error"` refuses it."""
         cache = AudioCache(self.config.data.cache_dir)
-        waves = [self._prepare(cache.load(p, self.sample_rate)) for p in paths]
+        waves = [self._prepare(cache.load(os.fspath(p), self.sample_rate)) for p in paths]
         return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
                             names=[str(p) for p in paths], on_short=on_short)
 
@@ -240,7 +242,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | os.PathLike, split: str,
     if not run_dir.is_dir() and run_dir.name == CHECKPOINT_NAME:  # the checkpoint itself was given
         run_dir = run_dir.parent
     folder = ResultsLayout(out).embeddings(RunFolder(run_dir).name, "random" if random_init else "cpc")
-    return embedding.embed_folder(source, data_dir, split, folder=folder, random_init=random_init,
+    return embedding.embed_folder(source, os.fspath(data_dir), split, folder=folder, random_init=random_init,
                                   **options)
 
 
@@ -285,7 +287,8 @@ class CPCTransformer(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Sequence[Any]) -> np.ndarray:
         embedder = self._embedder()
-        options = dict(crops=self.crops, kind=self.kind, seed=self.seed, batch_size=self.batch_size)
+        options: dict[str, Any] = dict(crops=self.crops, kind=self.kind, seed=self.seed,
+                                       batch_size=self.batch_size)
         if len(X) and all(isinstance(x, (str, os.PathLike)) for x in X):
             return embedder.embed_files(list(X), **options)
         return embedder.embed_waveforms(list(X), self.sample_rate, **options)

@@ -189,7 +189,7 @@ def sha256_file(path: str | Path) -> str:
     return _HASHES[key]
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

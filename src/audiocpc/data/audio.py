@@ -13,9 +13,10 @@ import stat as statmod
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
+from numpy.typing import DTypeLike
 import soundfile as sf
 import soxr
 
@@ -263,11 +264,11 @@ class Standardized:
     def __len__(self) -> int:
         return int(self.base.shape[0])
 
-    def __getitem__(self, index: object) -> np.ndarray:
-        piece = np.asarray(self.base[index], dtype=np.float32)  # type: ignore[index]
+    def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
+        piece = np.asarray(self.base[index], dtype=np.float32)
         return ((piece - np.float32(self.mean)) * np.float32(self.scale)).astype(np.float32)
 
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
 

@@ -139,6 +139,7 @@ def open_entry(entry: Path, expected: Optional[int] = None,
     samples when the header says)."""
     if not entry.exists():
         return None
+    problem: Optional[str]
     try:
         cached = np.load(entry, mmap_mode="r")
     except (ValueError, OSError):

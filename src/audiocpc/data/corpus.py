@@ -209,7 +209,7 @@ class AudioCorpus:
     def total_seconds(self) -> float:
         return float(self.lengths.sum()) / self.sample_rate
 
-    def subset(self, sequences: Sequence[int]) -> "AudioCorpus":
+    def subset(self, sequences: Sequence[int] | np.ndarray) -> "AudioCorpus":
         """The corpus of the sequences at `sequences` (their files, in order): e.g. the
         training or the validation part. Without join a sequence is one file."""
         files = [f for s in sequences for f in self.sequences[int(s)]]
@@ -235,7 +235,7 @@ class FileWaves(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self.corpus)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self.corpus.recording(i) for i in range(len(self.corpus))[index]]
         return self.corpus.recording(int(index))

@@ -299,12 +299,16 @@ class DataReport:
         position = {report_index: n for n, report_index in enumerate(used)}
         files = [self.files[i] for i in used]
         root = Path(self.root)
-        assert all(f.path is not None and f.entry is not None for f in files)
-        paths = [f.path for f in files]
-        short = [self.files[i].path for i, f in enumerate(self.files)
+        paths: list[Path] = []
+        entries: list[Path] = []
+        for f in files:
+            assert f.path is not None and f.entry is not None
+            paths.append(f.path)
+            entries.append(f.entry)
+        short = [_scanned_path(self.files[i]) for i, f in enumerate(self.files)
                  if f.readable and f.original and i not in position]
-        bad = [(f.path, f.reason or "") for f in self.unreadable]
-        corpus = AudioCorpus(root, self.desired_sr, paths, [f.entry for f in files],
+        bad = [(_scanned_path(f), f.reason or "") for f in self.unreadable]
+        corpus = AudioCorpus(root, self.desired_sr, paths, entries,
                              np.asarray([f.samples for f in files], dtype=np.int64),
                              skipped_short=short, bad_files=bad,
                              sequences=[[position[i] for i in seq] for seq in sequences],
@@ -344,6 +348,12 @@ class DataReport:
 def _listing(items: list[str], sep: str = ", ") -> str:
     shown = sep.join(items[:SHOWN_NAMES])
     return shown + (f"{sep}... (+{len(items) - SHOWN_NAMES} more)" if len(items) > SHOWN_NAMES else "")
+
+
+def _scanned_path(report: FileReport) -> Path:
+    """The file of a report made by a scan (only a report read back from JSON has none)."""
+    assert report.path is not None
+    return report.path
 
 
 def _display_name(path: Path, root: Path) -> str:

@@ -78,8 +78,9 @@ def _tone(freq: float, n: int, sr: int, rng: np.random.Generator, brightness: fl
     """A few harmonics of `freq` (no aliasing above the Nyquist rate)."""
     t = np.arange(n) / sr
     harmonics = [h for h in range(1, 6) if h * freq < 0.45 * sr]
-    return sum(np.sin(2 * np.pi * freq * h * t + rng.uniform(0, 6.3)) * brightness ** (h - 1)
-               for h in harmonics)
+    # start from zeros (0.0 + x == x exactly), so the sum is an array even with no harmonics
+    return sum((np.sin(2 * np.pi * freq * h * t + rng.uniform(0, 6.3)) * brightness ** (h - 1)
+                for h in harmonics), np.zeros(n))
 
 
 def _chord(rng: np.random.Generator) -> np.ndarray:

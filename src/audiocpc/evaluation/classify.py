@@ -14,13 +14,13 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 
 from audiocpc.data.labels import describe_classes
 from audiocpc.errors import AudiocpcError
-from audiocpc.evaluation.probe import ProbeSettings, fit_probe, score, split_by_file
+from audiocpc.evaluation.probe import ProbeKind, ProbeSettings, fit_probe, score, split_by_file
 from audiocpc.evaluation.store import EmbeddingSplit
 from audiocpc.fileio import atomic_write_json, atomic_write_text, normalised_json
 
@@ -91,7 +91,7 @@ def train_test_splits(folder: str | Path, test_fraction: float = 0.25, seed: int
     if has_split(folder, "test"):
         test = load_split(folder, "test")
         check_same_embedding(folder, train, test)
-        how = {"mode": "test split", "note": "trained on the train split, evaluated on the test split"}
+        how: dict[str, Any] = {"mode": "test split", "note": "trained on the train split, evaluated on the test split"}
     else:
         held_out = split_by_file(train.files, train.labels, test_fraction, seed)
         if not held_out.any():
@@ -121,7 +121,7 @@ def _embedding_identity(split: EmbeddingSplit) -> dict[str, Any]:
             "untrained": bool(meta.get("random_init")), "dimensions": int(split.features.shape[1])}
 
 
-def check_same_embedding(folder: Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
+def check_same_embedding(folder: str | Path, train: EmbeddingSplit, test: EmbeddingSplit) -> None:
     """Train and test rows must come from the same model and embedding kind; otherwise the
     probes would fail deep in scikit-learn (128 vs 256 features) or score nonsense."""
     mine, theirs = _embedding_identity(train), _embedding_identity(test)
@@ -178,7 +178,8 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
     results: dict[str, Any] = {}
     classes: list[str] = []
     for kind in probes:
-        probe_settings = replace(base, kind=kind)
+        # fit_probe refuses an unknown kind with a clear error
+        probe_settings = replace(base, kind=cast(ProbeKind, kind))
         fitted = fit_probe(train.features, train.labels, probe_settings, files=train.files)
         classes = fitted.classes
         metrics = score(fitted.predict_proba(test.features), test.labels, test.files, classes)

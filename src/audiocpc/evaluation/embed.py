@@ -105,7 +105,7 @@ def crop_starts(length: int, crop: int, crops: Crops, seed: int, key: str, grid:
         return np.zeros(0, dtype=np.int64)
     if crops == "all":
         return np.arange(0, length - crop + 1, crop, dtype=np.int64)
-    while grid > 1 and (length - crop) // grid + 1 < crops:
+    while grid > 1 and (length - crop) // grid + 1 < int(crops):  # a number here (check_options)
         grid //= 2
     positions = (length - crop) // grid + 1
     rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8", "surrogateescape"))])
@@ -113,7 +113,7 @@ def crop_starts(length: int, crop: int, crops: Crops, seed: int, key: str, grid:
     return np.sort(picks).astype(np.int64) * grid
 
 
-def plan_crops(lengths: Sequence[int], keys: Sequence[str], crop: int, crops: Crops, seed: int,
+def plan_crops(lengths: Sequence[int] | np.ndarray, keys: Sequence[str], crop: int, crops: Crops, seed: int,
                grid: int = 1) -> list[np.ndarray]:
     return [crop_starts(int(n), crop, crops, seed, key, grid) for n, key in zip(lengths, keys)]
 
@@ -247,16 +247,16 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
         if shared and not _shared_is_exact(model, waves, starts, crop, kind, device):
             log.info("this model's encoder is not window-local: embedding crop by crop")
             shared = False
-    def run(*args: Any) -> torch.Tensor:
+    def run(files: list[int]) -> torch.Tensor:
         if shared:
-            return _shared(*args, pool=pool)
-        return _direct(*args, layer=layer, pool=pool)
+            return _shared(model, waves, starts, files, crop, kind, batch_size, device, pool=pool)
+        return _direct(model, waves, starts, files, crop, kind, batch_size, device, layer=layer, pool=pool)
 
     pieces = []
     with tqdm(total=sum(1 for n in counts if n), desc=desc, unit="file", disable=not progress,
               leave=False) as bar:
         for files in _file_groups(counts, batch_size):
-            pieces.append(run(model, waves, starts, files, crop, kind, batch_size, device).float().cpu())
+            pieces.append(run(files).float().cpu())
             bar.update(len(files))
     if not pieces:
         return np.zeros((0, 0), dtype=np.float32), bool(shared)

@@ -153,11 +153,11 @@ def scatter_plot(points: np.ndarray, labels: Sequence[str], is_test: np.ndarray,
     dots for train and black-edged crosses for test; the legend sits outside the axes."""
     plt = _pyplot()
     colours, markers = class_colours(len(classes)), class_markers(len(classes))
-    labels = np.asarray(labels, dtype=object)
+    label_array = np.asarray(labels, dtype=object)
     size = 8 if len(points) > 5000 else 14
     fig, ax = plt.subplots(figsize=(11, 8))
     for i, name in enumerate(classes):
-        mine = labels == name
+        mine = label_array == name
         for test, style in ((False, {"alpha": 0.55, "linewidths": 0}),
                             (True, {"alpha": 0.9, "linewidths": 0.5, "edgecolors": "black"})):
             chosen = mine & (is_test == test)
@@ -189,8 +189,7 @@ def class_comparison_plot(points: np.ndarray, labels: Sequence[str], is_test: np
                           name: str, path: Path, title: str) -> Path:
     """One class's train and test points over every other point in grey."""
     plt = _pyplot()
-    labels = np.asarray(labels, dtype=object)
-    mine = labels == name
+    mine = np.asarray(labels, dtype=object) == name
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.scatter(points[~mine, 0], points[~mine, 1], s=5, color="lightgrey", linewidths=0,
                label="other classes")

@@ -33,10 +33,9 @@ def split_by_file(files: Sequence[str], labels: Sequence[str], test_fraction: fl
     files (at least one when the class has two or more, never all of them) go to the
     held-out side with every one of their crops. Seeded, so the same call gives the same split.
     """
-    files = np.asarray(files, dtype=object)
-    labels = np.asarray(labels, dtype=object)
+    row_files = np.asarray(files, dtype=object)
     file_label: dict[str, str] = {}
-    for name, label in zip(files, labels):
+    for name, label in zip(row_files, np.asarray(labels, dtype=object)):
         if file_label.setdefault(name, label) != label:
             raise AudiocpcError(f"file {name} has crops with different labels "
                                 f"({file_label[name]!r} and {label!r})")
@@ -49,7 +48,7 @@ def split_by_file(files: Sequence[str], labels: Sequence[str], test_fraction: fl
         count = min(len(members) - 1, max(1, int(round(test_fraction * len(members)))))
         chosen = rng.permutation(len(members))[:count]
         held_out.update(members[i] for i in chosen)
-    return np.array([name in held_out for name in files], dtype=bool)
+    return np.array([name in held_out for name in row_files], dtype=bool)
 
 
 # ---------------------------------------------------------------- probes

@@ -81,7 +81,7 @@ def embed_2d(features: np.ndarray, method: Method = "tsne", perplexity: float = 
         return PCA(n_components=2, random_state=seed).fit_transform(x)
     if method == "umap":
         try:
-            import umap  # type: ignore[import-not-found]
+            import umap
         except ImportError:
             raise AudiocpcError("--method umap needs umap-learn (pip install umap-learn); "
                                 "use --method tsne or pca") from None

@@ -13,6 +13,7 @@ given these folders; only the command line, the Python API and the pipeline comp
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -38,7 +39,7 @@ def split_feature_name(name: str) -> tuple[str, str]:
 class ResultsLayout:
     root: Path
 
-    def __init__(self, root: str | Path = "results"):
+    def __init__(self, root: str | os.PathLike[str] = "results"):
         object.__setattr__(self, "root", Path(root))
 
     def run(self, model: str) -> RunFolder:

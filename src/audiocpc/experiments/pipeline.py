@@ -209,12 +209,12 @@ class Experiment:
             lines += stage_lines
             later = embed_s + classify_s
             slow = later > max(60.0, 2 * train_s)  # "far longer than training"
-            slow_hints = [f"{split}: {hint}" for split, seconds, crops, lengths, option in slow_hints
+            hint_lines = [f"{split}: {hint}" for split, seconds, crops, lengths, option in slow_hints
                           if (hint := faster_crops_hint(seconds, crops, lengths, crop, option, slow))]
-            if slow_hints:
+            if hint_lines:
                 lines.append(f"  note: embedding and classifying (about {format_duration(later)}) take far "
                              f"longer than training (about {format_duration(train_s)}); to make them fast: "
-                             + " | ".join(slow_hints))
+                             + " | ".join(hint_lines))
         return lines
 
     def _classify_seconds(self, rows: int, dim: int) -> float:

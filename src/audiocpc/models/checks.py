@@ -44,7 +44,8 @@ def check_model_config(config: Config) -> Config:
 def component_problems(raw: dict[str, Any]) -> list[str]:
     """The components' problems straight from raw settings that failed the schema check, so
     that one error can list every problem at once."""
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    given = raw.get("model")
+    model: dict[str, Any] = given if isinstance(given, dict) else {}
     problems: list[str] = []
     for kind in KINDS:
         spec = model.get(kind)

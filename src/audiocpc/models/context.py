@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Sequence, Union
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from audiocpc.models.registry import register
 
 
 class _Recurrent(nn.Module):
-    cell: type[nn.RNNBase]
+    cell: Union[type[nn.GRU], type[nn.LSTM]]
 
     def __init__(self, in_dim: int, out_dim: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
@@ -76,7 +76,7 @@ class TransformerContext(nn.Module):
         num_layers: int = 2,
         num_heads: int = 2,
         dff: int = 100,
-        dense_units: list[int] = (100,),
+        dense_units: Sequence[int] = (100,),
         dropout: float = 0.1,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
     ):

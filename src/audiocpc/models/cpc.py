@@ -7,12 +7,13 @@ Read top to bottom: `encode` turns waveforms into z, `contextualize` turns z int
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, cast
 
 import torch
 from torch import nn
 
 from audiocpc.models.augment import WaveAugment
+from audiocpc.models.hidden import HiddenStates
 from audiocpc.models.loss import candidate_logits, info_nce
 from audiocpc.models.negatives import NegativeSampling, target_indices
 
@@ -63,6 +64,7 @@ class CPCModel(nn.Module):
         weights = torch.ones(steps) if step_weights is None else torch.tensor(list(step_weights))
         if weights.shape != (steps,):
             raise ValueError(f"step_weights: {weights.numel()} weights for {steps} steps")
+        self.step_weights: torch.Tensor  # a buffer, declared for the type checker
         self.register_buffer("step_weights", weights / weights.sum(), persistent=False)
         self.negative_bank = negative_bank  # None: negatives come from this batch's z
 
@@ -148,12 +150,14 @@ class CPCModel(nn.Module):
         """Number of z steps that `lengths` samples yield."""
         if self.window is not None:
             return torch.div(lengths, self.window, rounding_mode="floor")
-        return torch.tensor([self.encoder.output_length(int(n)) for n in lengths.tolist()],
+        # a frame encoder's method (nn.Module types any attribute as Tensor | Module)
+        output_length = cast(Callable[[int], int], self.encoder.output_length)
+        return torch.tensor([output_length(int(n)) for n in lengths.tolist()],
                             device=lengths.device)
 
     @torch.no_grad()
     def hidden_states(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None
-                      ) -> "HiddenStates":  # noqa: F821 (models.hidden)
+                      ) -> HiddenStates:
         """Every layer's output, named, with its frame rate (s3prl-style; see models/hidden.py):
         `model.hidden_states(waves)["encoder.conv2"]`, `.names`, `.frame_rate(name)`, `.as_dict()`."""
         from audiocpc.models.hidden import hidden_states

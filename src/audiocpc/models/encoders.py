@@ -6,7 +6,7 @@ z; in frame mode it keeps every frame. Every encoder exposes `output_length(samp
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,8 @@ class Conv1dEncoder(nn.Module):
         self,
         z_dim: int,
         sample_rate: int = 16000,
-        strides: list[int] = (5, 4, 2, 2, 2),
-        kernels: list[int] = (10, 8, 4, 4, 4),
+        strides: Sequence[int] = (5, 4, 2, 2, 2),
+        kernels: Sequence[int] = (10, 8, 4, 4, 4),
         filters: Union[int, list[int]] = 512,
         padding: Optional[list[int]] = None,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
@@ -124,6 +124,7 @@ class Conv1dEncoder(nn.Module):
         for layer in self.convs:
             if isinstance(layer, nn.Conv1d):
                 stride, pad = layer.stride[0], layer.padding[0]
+                assert isinstance(pad, int)  # the convs are built with integer padding
                 if pad:
                     x = F.pad(x, (0, 0, pad, pad))
                 batch, length, channels = x.shape
@@ -132,6 +133,7 @@ class Conv1dEncoder(nn.Module):
                 patches = torch.cat([blocks[:, :-1], blocks[:, 1:]], dim=2)  # [B, L', 2s*C]
                 # weight [out, C, k] -> [k*C, out], rows ordered (tap, channel) like the patches
                 weight = layer.weight.permute(2, 1, 0).reshape(-1, layer.out_channels)
+                assert layer.bias is not None  # the convs are built with a bias
                 x = torch.addmm(layer.bias, patches.reshape(-1, patches.shape[-1]), weight)
                 x = x.view(batch, out_len, -1)
             elif isinstance(layer, ChannelNorm):

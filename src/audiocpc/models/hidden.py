@@ -14,7 +14,7 @@ Encoders and context networks without `layer_outputs` contribute only z and c.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -56,13 +56,31 @@ class HiddenStates:
                 "downsample_rates": dict(self.hops), "frame_rates": {n: self.frame_rate(n) for n in self.names}}
 
 
+class LayeredModel(Protocol):
+    """What `hidden_states` reads of a CPCModel (models/cpc.py imports this module, so it
+    cannot be named here)."""
+
+    sample_rate: int
+    window: Optional[int]
+    encoder: nn.Module
+    context: nn.Module
+
+    def frames_for(self, lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+def _layer_outputs(module: nn.Module) -> Optional[Callable[[torch.Tensor], list[tuple[str, torch.Tensor]]]]:
+    """The module's `layer_outputs` method, if it has one."""
+    return getattr(module, "layer_outputs") if hasattr(module, "layer_outputs") else None
+
+
 def _encoder_layers(encoder: torch.nn.Module, waves: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    if hasattr(encoder, "layer_outputs"):
-        return encoder.layer_outputs(waves)
+    layer_outputs = _layer_outputs(encoder)
+    if layer_outputs is not None:
+        return layer_outputs(waves)
     return [("z", encoder(waves))]
 
 
-def hidden_states(model: nn.Module, waves: torch.Tensor,
+def hidden_states(model: LayeredModel, waves: torch.Tensor,
                   lengths: Optional[torch.Tensor] = None) -> HiddenStates:
     """Every layer of a CPCModel for waves [B, S] (lengths [B]: valid samples of zero-padded
     rows). It uses the model's encoder, context, window, sample_rate and frames_for."""
@@ -106,7 +124,8 @@ def hidden_states(model: nn.Module, waves: torch.Tensor,
                     valid[name] = torch.tensor(per_item, device=lengths.device)
     z = dict(encoder_layers)["z"]
     context = model.context
-    context_layers = context.layer_outputs(z) if hasattr(context, "layer_outputs") else [("c", context(z))]
+    context_outputs = _layer_outputs(context)
+    context_layers = context_outputs(z) if context_outputs is not None else [("c", context(z))]
     for name, _ in context_layers:
         hops[name], firsts[name], spans[name] = hops["z"], firsts["z"], spans["z"]
         if "z" in valid:

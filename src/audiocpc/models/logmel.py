@@ -12,9 +12,10 @@ crop's spectrogram and give one z per 2^len(channels) frames (`hop_length` must 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +27,7 @@ LOG_FLOOR = 1e-6  # added to mel power before the log: silence gives a finite fl
 STANDARDISE_EPS = 1e-3  # added to the per-bin variance: a constant bin becomes 0, not noise
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: ArrayLike) -> np.ndarray:
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / (200.0 / 3)
@@ -81,6 +82,8 @@ class LogMelSpectrogram(nn.Module):
         if smoothing < 1 or smoothing % 2 == 0:
             raise ValueError(f"smoothing must be an odd number of frames >= 1 (got {smoothing})")
         self.n_fft, self.hop_length, self.smoothing = n_fft, hop_length, smoothing
+        self.window: torch.Tensor  # buffers, declared for the type checker
+        self.filters: torch.Tensor
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
         self.register_buffer("filters", torch.from_numpy(
             mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)), persistent=False)
@@ -156,8 +159,8 @@ class LogMelConv2dEncoder(nn.Module):
         f_min: float = 0.0,
         f_max: Optional[float] = None,
         smoothing: int = 1,
-        channels: list[int] = (32, 64, 256, 512),
-        dense_units: list[int] = (512,),
+        channels: Sequence[int] = (32, 64, 256, 512),
+        dense_units: Sequence[int] = (512,),
         norm: Literal["none", "batch", "layer", "channel"] = "none",
         dropout: float = 0.0,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",

@@ -77,11 +77,13 @@ def _any_in_batch(batch: int, labels: Optional[torch.Tensor], device: torch.devi
 
 @_policy("same_label", needs_labels=True)
 def _same_label(batch: int, labels: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
+    assert labels is not None  # needs_labels: the caller refuses a batch without them
     return labels.view(-1, 1) == labels.view(1, -1)
 
 
 @_policy("other_label", needs_labels=True)
 def _other_label(batch: int, labels: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
+    assert labels is not None  # needs_labels: the caller refuses a batch without them
     return labels.view(-1, 1) != labels.view(1, -1)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from audiocpc.config import Config
 from audiocpc.errors import ConfigError
@@ -115,7 +116,7 @@ def _section_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
     return model
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = tuple(part for part in error["loc"] if part not in ("function-after",))
     dotted = ".".join(str(p) for p in loc) or "config"
     if error["type"] == "extra_forbidden":

@@ -21,7 +21,7 @@ def _recurrent_hooks(model: nn.Module, total: list[int]) -> list[torch.utils.hoo
         if isinstance(module, (nn.GRU, nn.LSTM)):
             gates = 3 if isinstance(module, nn.GRU) else 4
 
-            def hook(mod: nn.Module, inputs: tuple, output: object, gates: int = gates) -> None:
+            def hook(mod: nn.RNNBase, inputs: tuple, output: object, gates: int = gates) -> None:
                 x = inputs[0]
                 batch, steps = (x.shape[0], x.shape[1]) if mod.batch_first else (x.shape[1], x.shape[0])
                 width = mod.input_size

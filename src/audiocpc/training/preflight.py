@@ -15,6 +15,7 @@ import torch
 from audiocpc.config import Config
 from audiocpc.data.labels import join_group_rule, training_label_rule
 from audiocpc.errors import ConfigError
+from audiocpc.models.cpc import CPCModel
 
 
 def data_folder_problems(data_dir: str | Path) -> list[str]:
@@ -96,7 +97,7 @@ def _crop_samples(config: Config, overrides: list[str]) -> int:
     return int(round(float(values["data.full_duration"]) * config.data.desired_sr))
 
 
-def sequence_length(config: Config, model: torch.nn.Module) -> int:
+def sequence_length(config: Config, model: CPCModel) -> int:
     """Encoded steps per training crop: T+k windows, or the encoder's frames in frame mode.
     (Whether the model fits the crop at all is checked when the configuration is loaded.)"""
     if config.model.mode == "window":
@@ -150,7 +151,7 @@ def precision_problems(config: Config, device: torch.device) -> list[str]:
     return []
 
 
-def check_training_setup(config: Config, data_dir: str | Path, model: torch.nn.Module,
+def check_training_setup(config: Config, data_dir: str | Path, model: CPCModel,
                          world_size: int = 1) -> None:
     """Raise ConfigError listing every problem of this data folder + model + settings."""
     problems = data_folder_problems(data_dir)

@@ -7,6 +7,7 @@ architecture and configuration with the seeded initialisation training started f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def restore_run(run_dir: str | Path, device: str | torch.device = "auto",
+def restore_run(run_dir: str | os.PathLike[str], device: str | torch.device = "auto",
                 random_init: bool = False) -> RestoredRun:
     """The model of `run_dir` (e.g. results/cpc/<name>, or a folder written by `audiocpc
     export`) in eval mode on `device`."""

@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import numpy as np
 import torch
@@ -309,7 +309,7 @@ class Trainer:
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
     def _payload(self, finished: bool) -> dict[str, Any]:
-        model = self.model.module if hasattr(self.model, "module") else self.model
+        model: torch.nn.Module = getattr(self.model, "module", self.model)
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -370,7 +370,8 @@ class Trainer:
         losses, accuracies = [], []
         for part in range(parts):
             rows = slice(part * self.config.data.N, (part + 1) * self.config.data.N)
-            sync = (self.network.no_sync() if self.dist.enabled and part < parts - 1
+            sync = (cast("torch.nn.parallel.DistributedDataParallel", self.network).no_sync()
+                    if self.dist.enabled and part < parts - 1
                     else contextlib.nullcontext())
             with sync:
                 with autocast_context(self.device, cfg.mixed_precision):

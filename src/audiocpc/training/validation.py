@@ -6,6 +6,7 @@ generators of their own, so validating never changes the training's random strea
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -65,7 +66,7 @@ class ValidationSet:
 
     @torch.no_grad()
     def score(self, model: torch.nn.Module, device: torch.device,
-              autocast: "torch.autocast | object") -> tuple[float, list[float]]:
+              autocast: contextlib.AbstractContextManager) -> tuple[float, list[float]]:
         """(mean loss, mean per-step accuracy) of `model` in eval mode on these crops."""
         was_training = model.training
         model.eval()
@@ -77,7 +78,7 @@ class ValidationSet:
                 crops = self.crops[first : first + self.batch_size].to(device)
                 labels = (None if self.labels is None else
                           self.labels[first : first + self.batch_size].to(device))
-                with autocast:  # type: ignore[attr-defined]
+                with autocast:
                     out = model(crops, labels, local_negatives=True)
                 losses.append(float(out.loss))
                 accuracies.append(out.step_accuracy.float().cpu())
