@@ -269,6 +269,32 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cpu: str) 
     return "\n".join(lines) + "\n"
 
 
+def plot(results: list[dict[str, Any]], probes: list[str], path: Path) -> Path:
+    """Grouped bars: test accuracy of CPC, random-init and MFCC per task and probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [("cpc", "CPC", "#1f77b4"), ("random", "random-init", "#aaaaaa"), ("mfcc", "MFCC", "#ff7f0e")]
+    labels = [f"{r['task']}\n{p}" for r in results for p in probes]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
+    for i, (key, name, colour) in enumerate(families):
+        values = [r["probes"][f"{key}/{p}"]["test_accuracy"] for r in results for p in probes]
+        ax.bar(x + (i - 1) * 0.27, values, 0.27, label=name, color=colour)
+    chance = [r["chance"] for r in results for _ in probes]
+    ax.scatter(x, chance, marker="_", s=300, color="black", label="chance (largest class)")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("test accuracy (held-out groups)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="results/tasks", help="folder of built tasks")
@@ -280,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", nargs="*", default=["linear", "mlp"], choices=list(PROBES))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the preset (repeatable)")
+    parser.add_argument("--plot", metavar="SUITE_JSON",
+                        help="only draw the plot of an earlier run's suite.json (next to it)")
     args = parser.parse_args(argv)
+    if args.plot:
+        report = json.loads(Path(args.plot).read_text())
+        print(plot(report["results"], args.probes, Path(args.plot).with_name("suite.png")))
+        return 0
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     threadpool_limits(args.threads)
@@ -299,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "suite.json").write_text(json.dumps(report, indent=2))
     table = markdown(results, args, cpu)
     (out / "suite.md").write_text(table)
+    plot(results, args.probes, out / "suite.png")
     print(table)
     return 0
 

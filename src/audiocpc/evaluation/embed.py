@@ -45,7 +45,7 @@ from audiocpc.data.scan import scan_folder
 log = logging.getLogger("audiocpc")
 
 # context: c at the crop's last step (the reference's); context_mean, z_mean: c's or z's frames
-# pooled; zc: z and c side by side, pooled (the best on the real-audio suite, docs/results.md)
+# pooled; zc: z and c side by side, pooled (the best on the real-audio suite, docs/suite.md)
 EMBEDDING_KINDS: tuple[str, ...] = ("context", "context_mean", "z_mean", "zc")
 Crops = Union[int, str]  # a number of random crops per file, or "all"
 WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this

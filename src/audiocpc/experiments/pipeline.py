@@ -48,7 +48,7 @@ class RunOptions:
     crops_train: Optional[int | str] = None  # default: embed's (90)
     crops_test: Optional[int | str] = None  # default: embed's (5)
     # z and c side by side, mean and standard deviation over each crop: the best pooling on
-    # the real-audio suite (docs/results.md); `audiocpc embed` keeps the reference's context
+    # the real-audio suite (docs/suite.md); `audiocpc embed` keeps the reference's context
     embedding_kind: str = "zc"
     embedding_pool: str = "meanstd"
     label_mode: str = "auto"
