@@ -171,19 +171,20 @@ class CPCEmbedder:
     def embed_waveforms(self, waveforms: Sequence[Waveform], sample_rate: Optional[int] = None, *,
                         crops: Crops = 5, kind: str = "context", seed: int = 0,
                         batch_size: int = 64, channels_first: bool = False,
-                        on_short: str = "pad") -> np.ndarray:
+                        on_short: str = "pad", pool: str = "mean") -> np.ndarray:
         """Pooled embeddings, one row per waveform: the mean of `crops` crop embeddings
-        (random, seeded; or "all" consecutive crops). float32 [n, dim]. A waveform shorter
+        (random, seeded; or "all" consecutive crops), each crop's frames pooled by `pool`
+        for the pooled kinds (e.g. `kind="zc", pool="meanstd"`). float32 [n, dim]. A waveform shorter
         than one crop is padded with silence (warned about); `on_short="error"` refuses it."""
         rate = self.sample_rate if sample_rate is None else sample_rate
         waves = [self._prepare(to_mono(w, rate, self.sample_rate, channels_first))
                  for w in waveforms]
         return self._pooled(waves, [str(i) for i in range(len(waves))], crops, kind, seed, batch_size,
-                            on_short=on_short)
+                            on_short=on_short, pool=pool)
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, crops: Crops = 5,
                     kind: str = "context", seed: int = 0, batch_size: int = 64,
-                    on_short: str = "pad") -> np.ndarray:
+                    on_short: str = "pad", pool: str = "mean") -> np.ndarray:
         """Pooled embeddings, one row per audio file (read through the decoded-audio cache);
         crops are seeded by file name, as in `audiocpc embed`. float32 [n, dim]. A file
         shorter than one crop is padded with silence (warned about; `audiocpc embed` skips
@@ -191,7 +192,7 @@ class CPCEmbedder:
         cache = AudioCache(self.config.data.cache_dir)
         waves = [self._prepare(cache.load(os.fspath(p), self.sample_rate)) for p in paths]
         return self._pooled(waves, [Path(p).name for p in paths], crops, kind, seed, batch_size,
-                            names=[str(p) for p in paths], on_short=on_short)
+                            names=[str(p) for p in paths], on_short=on_short, pool=pool)
 
     def _prepare(self, wave: np.ndarray) -> np.ndarray:
         """A recording as the model was trained on it (data.standardize: scaled as a whole)."""
@@ -199,12 +200,12 @@ class CPCEmbedder:
 
     def _pooled(self, waves: list[np.ndarray], keys: list[str], crops: Crops, kind: str, seed: int,
                 batch_size: int, names: Optional[list[str]] = None,
-                on_short: str = "pad") -> np.ndarray:
-        check_options(kind, crops, batch_size)
+                on_short: str = "pad", pool: str = "mean") -> np.ndarray:
+        check_options(kind, crops, batch_size, pool=pool)
         if on_short not in ("pad", "error"):
             raise AudiocpcError(f"on_short: expected 'pad' or 'error', got {on_short!r}")
         if not waves:
-            return np.zeros((0, embedding_dim(self.config, kind)), dtype=np.float32)
+            return np.zeros((0, embedding_dim(self.config, kind, pool)), dtype=np.float32)
         crop = self.crop_samples
         short = [(names or keys)[i] for i, w in enumerate(waves) if w.shape[0] < crop]
         if short and on_short == "error":
@@ -220,7 +221,7 @@ class CPCEmbedder:
             waves = [w if w.shape[0] >= crop else np.pad(w, (0, crop - w.shape[0])) for w in waves]
         starts = plan_crops([w.shape[0] for w in waves], keys, crop, crops, seed,
                             self.model.window or 1)
-        rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size)
+        rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size, pool=pool)
         return pool_by_file(rows, [len(s) for s in starts])
 
 
@@ -260,9 +261,10 @@ class CPCTransformer(TransformerMixin, BaseEstimator):
 
     def __init__(self, run_dir: str | os.PathLike, kind: str = "context",
                  sample_rate: Optional[int] = None, crops: Crops = 5, seed: int = 0,
-                 batch_size: int = 64, device: str = "auto"):
+                 batch_size: int = 64, device: str = "auto", pool: str = "mean"):
         self.run_dir = run_dir
         self.kind = kind
+        self.pool = pool
         self.sample_rate = sample_rate
         self.crops = crops
         self.seed = seed
@@ -288,7 +290,7 @@ class CPCTransformer(TransformerMixin, BaseEstimator):
     def transform(self, X: Sequence[Any]) -> np.ndarray:
         embedder = self._embedder()
         options: dict[str, Any] = dict(crops=self.crops, kind=self.kind, seed=self.seed,
-                                       batch_size=self.batch_size)
+                                       batch_size=self.batch_size, pool=self.pool)
         if len(X) and all(isinstance(x, (str, os.PathLike)) for x in X):
             return embedder.embed_files(list(X), **options)
         return embedder.embed_waveforms(list(X), self.sample_rate, **options)

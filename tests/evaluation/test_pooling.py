@@ -27,3 +27,17 @@ def test_zc_meanstd_is_the_mean_and_std_of_z_and_c_side_by_side() -> None:
     expected = torch.cat([frames.mean(0), frames.std(0, unbiased=False)]).numpy()
     np.testing.assert_allclose(rows[1], expected, rtol=1e-4, atol=1e-5)
     assert embedding_dim(config, "context", "meanstd") == 24  # one vector: not pooled
+
+
+def test_the_python_api_pools_like_embed(tiny_run) -> None:  # type: ignore[no-untyped-def]
+    import audiocpc
+
+    model = audiocpc.load(tiny_run, device="cpu")
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(16000).astype(np.float32) * 0.1 for _ in range(2)]
+    rows = model.embed_waveforms(waves, 8000, crops=2, kind="zc", pool="meanstd")
+    config = model.config
+    assert rows.shape == (2, embedding_dim(config, "zc", "meanstd"))
+    sk = audiocpc.CPCTransformer(tiny_run, kind="zc", pool="meanstd", sample_rate=8000, crops=2,
+                                 device="cpu")
+    np.testing.assert_allclose(sk.transform(waves), rows, rtol=1e-5, atol=1e-6)
