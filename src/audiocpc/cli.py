@@ -60,10 +60,11 @@ def _train_config(args: argparse.Namespace):  # -> Config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = _train_config(args)
+    _refuse_folder_without_audio(args.data, config.data.extensions)  # before torch loads
     from audiocpc.training.distributed import distributed_session
     from audiocpc.training.trainer import train
 
-    config = _train_config(args)
     # Under torchrun every process runs this; without it, the session is a single process.
     with distributed_session(config.train.distributed_backend, config.train.distributed_timeout_s,
                              config.train.device) as dist:
@@ -80,6 +81,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"run folder: {result.run_dir} ({result.steps} steps, final epoch loss "
               f"{result.final_loss:.4f}{drawn})")
     return 0
+
+
+def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
+    from audiocpc.data.audio import any_audio_file
+    from audiocpc.errors import ConfigError, NoUsableAudioError
+
+    if not Path(folder).is_dir():
+        raise ConfigError(f"--data: data folder not found: {folder} (give an existing folder of "
+                          "audio files)")
+    if not any_audio_file(folder, extensions):
+        raise NoUsableAudioError(
+            f"no audio files with extensions {', '.join(extensions)} found below {folder} "
+            "(set data.extensions to the formats you have)")
 
 
 def _cmd_make_demo_data(args: argparse.Namespace) -> int:

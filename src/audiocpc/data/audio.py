@@ -23,6 +23,16 @@ import soxr
 from audiocpc.errors import AudioReadError, ConfigError
 
 
+def any_audio_file(root: str | Path, extensions: Iterable[str]) -> bool:
+    """Whether `root` holds at least one file with one of `extensions`: stops at the first,
+    so an empty or mistyped folder is answered before anything heavy is imported."""
+    wanted = {"." + e.lower().lstrip(".") for e in extensions}
+    for _folder, _dirs, files in os.walk(root, followlinks=False):
+        if any(os.path.splitext(name)[1].lower() in wanted for name in files):
+            return True
+    return False
+
+
 def discover_audio_files(root: str | Path, extensions: Iterable[str]) -> list[Path]:
     """Every file below `root` whose extension is one of `extensions` (case-insensitive),
     sorted so that a data set always comes out in the same order.
