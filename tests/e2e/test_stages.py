@@ -63,7 +63,9 @@ def _assert_made_from_the_current_checkpoint(out: Path, demo_dir: Path, tmp_path
     assert load_checkpoint(run_dir)["step"] == 3 * STEPS_PER_EPOCH
     embeddings = out / "embeddings" / MODEL
     for split in ("train", "test"):  # what the final model gives for the same crops
-        fresh = audiocpc.embed_folder(run_dir, demo_dir / split, split, crops=2,
+        # with the embedding `audiocpc run` uses by default (z and c, mean and std)
+        fresh = audiocpc.embed_folder(run_dir, demo_dir / split, split, crops=2, kind="zc",
+                                      pool="meanstd",
                                       out=tmp_path / "fresh", progress=False)
         assert np.array_equal(np.load(embeddings / f"{split}.npy"), fresh.embeddings), split
     # the metrics are those of these embeddings (the MLP's loss history is continuous, so
