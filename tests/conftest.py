@@ -106,3 +106,20 @@ def hear_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              classes="timbre")  # five classes that differ in spectrum
     make_task(data / "train", root / "synthetic", folds=3, name="synthetic")
     return root / "synthetic"
+
+
+@pytest.fixture
+def decoded_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the cache decodes during the test, in order (decodes counted,
+    not cache requests)."""
+    from audiocpc.data import cache as cache_module
+
+    decoded: list[str] = []
+    real = cache_module.read_audio_with_facts
+
+    def counting(path, sample_rate):  # type: ignore[no-untyped-def]
+        decoded.append(Path(path).name)
+        return real(path, sample_rate)
+
+    monkeypatch.setattr(cache_module, "read_audio_with_facts", counting)
+    return decoded

@@ -33,3 +33,16 @@ def test_refusals_come_before_torch_is_imported(args: list[str], tmp_path: Path)
     errors = [line for line in err.splitlines() if line.startswith("audiocpc: error")]
     assert len(errors) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_audio_only_below_a_linked_folder_is_found(tmp_path: Path) -> None:
+    from audiocpc.data.audio import any_audio_file, discover_audio_files
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.wav").write_bytes(b"")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    # the quick check agrees with discovery: both follow links, neither loops forever
+    assert any_audio_file(tmp_path / "data", ["wav"]) and discover_audio_files(tmp_path / "data", ["wav"])
+    assert not any_audio_file(tmp_path / "data", ["flac"])

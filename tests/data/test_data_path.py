@@ -13,7 +13,6 @@ import soundfile as sf
 
 from audiocpc import load_config  # public name: stays valid across the config split
 from audiocpc.cli import main
-from audiocpc.data import cache as cache_module
 from audiocpc.data.corpus import CropSampler
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.scan import scan_folder
@@ -75,23 +74,11 @@ def test_report_corpus_gives_the_same_crops_as_before(case: str, tmp_path: Path)
     assert digest.hexdigest() == digest_expected
 
 
-def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    decoded: list[str] = []
-    real = cache_module.read_audio_with_facts
-
-    def counting(path, sample_rate):
-        decoded.append(Path(path).name)
-        return real(path, sample_rate)
-
-    monkeypatch.setattr(cache_module, "read_audio_with_facts", counting)
-    return decoded
-
-
 def test_training_decodes_each_file_once_on_a_cold_cache(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         decoded_files: list[str]) -> None:
     folder = _crop_folder(tmp_path / "data")
     (folder / "bad.wav").write_bytes(b"RIFF not audio at all")
-    decoded = _count_decodes(monkeypatch)
+    decoded = decoded_files
     config = load_config("1dconv_tiny", [f"data.cache_dir={tmp_path / 'cache'}",
                                          f"output.dir={tmp_path / 'out'}", "data.labels=folder",
                                          "train.epochs=1", "train.steps_per_epoch=2", "data.N=4"])

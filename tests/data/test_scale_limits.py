@@ -101,19 +101,12 @@ def test_symlinked_duplicates_on_a_cold_cache(tmp_path: Path,
 
 
 def test_a_duplicate_is_decoded_once_and_used_once(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   decoded_files: list[str]) -> None:
     data = tmp_path / "data"
     first, second = _write_clips(data, 2, 1.2)
     os.symlink(first.name, data / "a0_link.wav")
     os.link(second, data / "a1_hard.wav")  # a hard link: another name for the same inode
-    decoded: list[str] = []
-    real = cache_module.read_audio_with_facts
-
-    def counting(path, sample_rate):
-        decoded.append(Path(path).name)
-        return real(path, sample_rate)
-
-    monkeypatch.setattr(cache_module, "read_audio_with_facts", counting)
+    decoded = decoded_files
     config = load_config("cpc_tiny", [f"data.cache_dir={tmp_path / 'cache'}"])
     report = scan_folder(data, config.data, progress=False)
     assert sorted(decoded) == ["a0.wav", "a1.wav"]

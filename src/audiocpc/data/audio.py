@@ -27,7 +27,17 @@ def any_audio_file(root: str | Path, extensions: Iterable[str]) -> bool:
     """Whether `root` holds at least one file with one of `extensions`: stops at the first,
     so an empty or mistyped folder is answered before anything heavy is imported."""
     wanted = {"." + e.lower().lstrip(".") for e in extensions}
-    for _folder, _dirs, files in os.walk(root, followlinks=False):
+    visited: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):  # links followed, as discovery does
+        try:
+            stat = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in visited:  # a link loop: each real folder once
+            dirs[:] = []
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
         if any(os.path.splitext(name)[1].lower() in wanted for name in files):
             return True
     return False

@@ -48,10 +48,6 @@ from audiocpc.training import resume_rules
 log = logging.getLogger("audiocpc")
 
 
-def run_directory(config: Config) -> Path:
-    return RunFolder.for_config(config).path
-
-
 def describe_run(checkpoint_path: Path) -> str:
     """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
     try:
