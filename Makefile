@@ -28,7 +28,8 @@ test: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy src/audiocpc
 
-# The fast lane for your own loop: everything but tests/e2e (and other tests marked slow).
+# The fast lane for your own loop (~40 s on 2 cores): everything but tests/e2e and the tests
+# marked slow (real processes: torchrun, kill -9, locks; learning runs).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -50,7 +50,7 @@ def main() -> None:
     device = pick_device(args.device)
     torch.manual_seed(0)
     model = build_cpc(config).to(device).eval()
-    rate = config.data.desired_sr
+    rate = config.data.sample_rate
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(int(args.seconds * rate)).astype(np.float32) * 0.3
              for _ in range(args.files)]

@@ -563,7 +563,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise SystemExit(f"{previous} holds an earlier pretraining run; pass --force to start over")
     shutil.rmtree(previous, ignore_errors=True)
     audio = link_folder(pretraining_clips(clips), out / "pretrain_audio")
-    sr = config.data.desired_sr
+    sr = config.data.sample_rate
     waves = load_waves(clips, sr)
     crop = config.data.crop_samples
     pretraining = set(pretraining_clips(clips))

@@ -104,7 +104,7 @@ def bench_embedding(trainer: Trainer, corpus: Any, crops_per_file: int, interval
     waves = [np.asarray(corpus.wave(i)) for i in range(len(corpus))]
     grid = model.window or 1
     starts = [crop_starts(len(w), crop, crops_per_file, 0, str(i), grid) for i, w in enumerate(waves)]
-    seconds = sum(len(s) for s in starts) * crop / cfg.data.desired_sr
+    seconds = sum(len(s) for s in starts) * crop / cfg.data.sample_rate
     used_shared = False
 
     def embed() -> None:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         data_rate = bench_data(corpus, cfg, args.intervals)
         steps, gflop = bench_training(trainer, corpus, args.warmup, args.intervals, args.steps)
         embed_rate, shared = bench_embedding(trainer, corpus, args.embed_crops, args.intervals)
-        crop_seconds = cfg.data.crop_samples / cfg.data.desired_sr
+        crop_seconds = cfg.data.crop_samples / cfg.data.sample_rate
         peak = peaks["bf16" if precision == "bf16" else "none"]
         rows.append({
             "preset": args.preset, "precision": precision, "device": str(trainer.device),

@@ -69,8 +69,8 @@ def _as_numpy(waveform: Waveform) -> np.ndarray:
     return np.asarray(waveform, dtype=np.float32)
 
 
-def to_mono(waveform: Waveform, sample_rate: int, target_sr: int, channels_first: bool = False) -> np.ndarray:
-    """One waveform -> float32 mono at `target_sr`, computed exactly as files are decoded
+def to_mono(waveform: Waveform, input_rate: int, sample_rate: int, channels_first: bool = False) -> np.ndarray:
+    """One waveform -> float32 mono at the model's `sample_rate`, computed exactly as files are decoded
     (channels averaged, then resampled with soxr HQ), so arrays and files embed alike."""
     wave = _as_numpy(waveform)
     if wave.ndim == 2:
@@ -87,8 +87,8 @@ def to_mono(waveform: Waveform, sample_rate: int, target_sr: int, channels_first
                          f"got shape {tuple(wave.shape)}")
     if not np.all(np.isfinite(wave)):
         raise ValueError("the waveform contains NaN or infinite samples")
-    if sample_rate != target_sr and wave.size:
-        wave = soxr.resample(wave, sample_rate, target_sr, quality="HQ")
+    if input_rate != sample_rate and wave.size:
+        wave = soxr.resample(wave, input_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
@@ -120,7 +120,7 @@ class CPCEmbedder:
     @property
     def sample_rate(self) -> int:
         """The rate the model works at; inputs at other rates are resampled to it."""
-        return self.run.config.data.desired_sr
+        return self.run.config.data.sample_rate
 
     @property
     def device(self) -> torch.device:

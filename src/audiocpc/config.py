@@ -53,7 +53,7 @@ class DataConfig(Section):
                      description="sequences per batch (per process)")
     full_duration: float = limited(4.0, "a crop longer than an hour cannot be held in a batch",
                                    gt=0, le=3600, description="seconds per training crop")
-    desired_sr: int = limited(4410, "audio sample rates lie between 1 kHz and 384 kHz; a higher "
+    sample_rate: int = limited(4410, "audio sample rates lie between 1 kHz and 384 kHz; a higher "
                               "rate only multiplies the size of the decoded cache", ge=1000,
                               le=384_000, description="sample rate the model works at")
     original_sr: Optional[int] = limited(
@@ -98,7 +98,7 @@ class DataConfig(Section):
 
     @property
     def crop_samples(self) -> int:
-        return int(round(self.full_duration * self.desired_sr))
+        return int(round(self.full_duration * self.sample_rate))
 
 
 _WIDTH_REASON = ("wider than any CPC model (256-1024 in the papers): its layers would need "
@@ -262,7 +262,7 @@ def batch_size_problems(config: Config) -> list[str]:
     if samples <= MAX_BATCH_SAMPLES:
         return []
     return [f"data.N: a batch of {data.N} crops of {data.crop_samples} samples (data.full_duration "
-            f"{data.full_duration:g} s at data.desired_sr {data.desired_sr} Hz) holds "
+            f"{data.full_duration:g} s at data.sample_rate {data.sample_rate} Hz) holds "
             f"{samples * 4 / 2**30:.1f} GiB of float32 before the model runs (at most "
             f"{MAX_BATCH_SAMPLES * 4 / 2**30:.0f} GiB); lower data.N or data.full_duration"]
 
@@ -285,15 +285,15 @@ def duration_text(samples: int, sample_rate: int) -> str:
 
 def crop_geometry_problems(config: Config) -> list[str]:
     data = config.data
-    exact = data.full_duration * data.desired_sr
+    exact = data.full_duration * data.sample_rate
     # In window mode the crop must also split into T+k whole windows: suggest values on that grid.
     steps = data.T + data.k if config.model.mode == "window" else 1
     lower = math.floor(exact / steps + SAMPLE_TOLERANCE) * steps
     candidates = [m for m in (lower, lower + steps) if m > 0]
-    nearest = " or ".join(duration_text(m, data.desired_sr) for m in candidates)
+    nearest = " or ".join(duration_text(m, data.sample_rate) for m in candidates)
     if abs(exact - round(exact)) > SAMPLE_TOLERANCE:
         return [
-            f"data.full_duration: {data.full_duration} s x data.desired_sr {data.desired_sr} Hz "
+            f"data.full_duration: {data.full_duration} s x data.sample_rate {data.sample_rate} Hz "
             f"= {exact:g} samples is not a whole number of samples; nearest valid "
             f"full_duration: {nearest}" + (" (whole windows of T+k)" if steps > 1 else "")
         ]
@@ -301,9 +301,9 @@ def crop_geometry_problems(config: Config) -> list[str]:
     if samples % steps == 0:
         return []
     return [
-        f"data.full_duration: full_duration*desired_sr/(T+k) = {samples}/{steps} = "
+        f"data.full_duration: full_duration*sample_rate/(T+k) = {samples}/{steps} = "
         f"{samples / steps:.4f} is not a whole number of samples per window; "
-        f"nearest valid full_duration: {nearest} (or change data.T, data.k or data.desired_sr)"
+        f"nearest valid full_duration: {nearest} (or change data.T, data.k or data.sample_rate)"
     ]
 
 

@@ -66,7 +66,7 @@ def test_check_data_reports_files_and_summary(mixed: Path, tmp_path: Path,
     assert summary["longest"] == {"file": "a_long.wav", "seconds": 3.0}
     assert summary["usable_hours"] == pytest.approx(4.5 / 3600)
     by_file = {f["file"]: f for f in report["files"]}
-    assert by_file["b_mid.wav"]["samples"] == int(1.5 * SR)  # at data.desired_sr
+    assert by_file["b_mid.wav"]["samples"] == int(1.5 * SR)  # at data.sample_rate
 
 
 def test_check_data_bad_file_policy_error(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,13 +154,13 @@ def test_batch_too_small_for_requested_negatives(mixed: Path, tmp_path: Path,
 def test_every_settings_problem_is_one_line_with_exit_code_2(
         mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(_train_cli(mixed, tmp_path / "out", "data.NN=3", "train.lr=fast",
-                           "train.epochs=0", "data.desired_sr=-8000"))
+                           "train.epochs=0", "data.sample_rate=-8000"))
     errors = _errors(capsys)
     assert code == 2 and len(errors) == 4
     assert any("data.NN: unknown key; did you mean 'data.N'?" in e for e in errors)
     assert any(e.startswith("audiocpc: error: train.lr:") for e in errors)
     assert any(e.startswith("audiocpc: error: train.epochs:") for e in errors)
-    assert any(e.startswith("audiocpc: error: data.desired_sr:") for e in errors)
+    assert any(e.startswith("audiocpc: error: data.sample_rate:") for e in errors)
     assert not (tmp_path / "out").exists()
 
 

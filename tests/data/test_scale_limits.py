@@ -54,6 +54,7 @@ def _open_files_limited_train(data: Path, out: Path, cache: Path, limit: int) ->
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_training_on_more_files_than_the_open_file_limit(tmp_path: Path) -> None:
     """300 recordings under a limit of 160 open files: the corpus opens its decoded copies on
     demand (a small LRU of memory maps) instead of one open map per recording."""

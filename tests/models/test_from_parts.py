@@ -40,7 +40,7 @@ def test_the_factory_builds_the_same_model_as_the_parts() -> None:
     torch.manual_seed(3)
     built = build_cpc(config)
     assert isinstance(built, CPCModel) and built.window is None and built.mode == "frame"
-    assert built.steps == config.data.k and built.sample_rate == config.data.desired_sr
+    assert built.steps == config.data.k and built.sample_rate == config.data.sample_rate
     assert built.negatives == NegativeSampling(config.loss.negatives.policy,
                                                config.loss.negatives.count,
                                                config.loss.negatives.allow_positive)

@@ -81,6 +81,7 @@ def test_preset_builds_runs_forward_backward_with_positive_first(preset: str) ->
 # ------------------------------------------------------------------ frame mode
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_cpc_tiny_learns_every_step_in_frame_mode(demo_dir: Path, tmp_path: Path) -> None:
     from audiocpc.training.trainer import Trainer
 

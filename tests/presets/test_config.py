@@ -15,7 +15,7 @@ from audiocpc.errors import ConfigError
 def test_reference_defaults() -> None:
     cfg = load_config("1dconv_gru")
     assert (cfg.data.T, cfg.data.k, cfg.data.N) == (27, 3, 8)
-    assert (cfg.data.full_duration, cfg.data.desired_sr) == (4.0, 4410)
+    assert (cfg.data.full_duration, cfg.data.sample_rate) == (4.0, 4410)
     assert window_samples(cfg) == 588
     enc = cfg.model.encoder.params
     assert enc["strides"] == [5, 4, 2, 2, 2] and enc["kernels"] == [10, 8, 4, 4, 4]
@@ -124,3 +124,16 @@ def test_frame_mode_duration_off_the_sample_grid_names_values_that_pass() -> Non
         load_config("cpc_tiny", ["data.full_duration=1.00007"])  # 8000.56 samples at 8 kHz
     for printed in _suggested_durations(str(err.value)):
         assert load_config("cpc_tiny", [f"data.full_duration={printed}"]).data.crop_samples in (8000, 8001)
+
+
+def test_the_old_sample_rate_name_is_still_read_from_yaml_set_and_saved_runs(tmp_path):
+    from audiocpc.presets.load import config_from_dict
+
+    assert load_config("cpc_tiny", ["data.desired_sr=8000"]).data.sample_rate == 8000
+    stored = load_config("cpc_tiny").model_dump()
+    stored["data"]["desired_sr"] = stored["data"].pop("sample_rate")
+    stored["data"]["desired_sr"] = 11025
+    assert config_from_dict(stored).data.sample_rate == 11025
+    path = tmp_path / "old.yaml"
+    path.write_text("data:\n  desired_sr: 22050\n", encoding="utf-8")
+    assert load_config(str(path)).data.sample_rate == 22050

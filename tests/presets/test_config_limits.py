@@ -15,8 +15,8 @@ from audiocpc.errors import ConfigError
     ("train.seed=-1", "train.seed"),
     (f"train.seed={2 ** 70}", "train.seed"),
     ("data.N=1000000", "data.N"),
-    ("data.desired_sr=1000000000", "data.desired_sr"),
-    ("data.desired_sr=10", "data.desired_sr"),
+    ("data.sample_rate=1000000000", "data.sample_rate"),
+    ("data.sample_rate=10", "data.sample_rate"),
     ("data.original_sr=1000000000000", "data.original_sr"),
     ("data.full_duration=.inf", "data.full_duration"),
     ("data.full_duration=100000", "data.full_duration"),
@@ -46,7 +46,7 @@ def test_absurd_values_fail_at_load_with_the_reason(setting: str, reason: str) -
 
 
 @pytest.mark.parametrize("setting", ["train.seed=-1", f"train.seed={2 ** 70}",
-                                     "data.desired_sr=1000000000", "data.N=1000000"])
+                                     "data.sample_rate=1000000000", "data.N=1000000"])
 def test_the_message_says_why_the_limit_exists(setting: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config("1dconv_tiny", [setting])
@@ -56,7 +56,7 @@ def test_the_message_says_why_the_limit_exists(setting: str) -> None:
 def test_a_batch_too_large_for_memory_is_refused() -> None:
     # each value is allowed, but 4096 crops of 60 s at 192 kHz do not fit any memory
     with pytest.raises(ConfigError, match=r"data\.N.*GiB"):
-        load_config("cpc_tiny", ["data.N=4096", "data.desired_sr=192000", "data.full_duration=60"])
+        load_config("cpc_tiny", ["data.N=4096", "data.sample_rate=192000", "data.full_duration=60"])
 
 
 @pytest.mark.parametrize("setting", ["train.seed=0", f"train.seed={2 ** 32 - 1}", "data.N=2",
@@ -67,4 +67,4 @@ def test_ordinary_and_edge_values_still_load(setting: str) -> None:
 
 @pytest.mark.parametrize("rate", [1000, 8000, 384_000])
 def test_every_sample_rate_of_real_audio_loads(rate: int) -> None:
-    load_config("cpc_tiny", [f"data.desired_sr={rate}", "data.full_duration=2.0"])
+    load_config("cpc_tiny", [f"data.sample_rate={rate}", "data.full_duration=2.0"])

@@ -67,7 +67,7 @@ def test_ordinary_anchors_still_work(tmp_path: Path) -> None:
     preset.write_text("preset_base: &ext [wav, flac]\ndata:\n  extensions: *ext\n")
     with pytest.raises(ConfigError, match="preset_base: unknown key"):  # the anchor itself is read
         load_config(str(preset))
-    preset.write_text("data:\n  extensions: &ext [wav, flac]\n  desired_sr: 8000\n"
+    preset.write_text("data:\n  extensions: &ext [wav, flac]\n  sample_rate: 8000\n"
                       "  full_duration: 1.0\n  T: 7\n  k: 1\n")
     assert load_config(str(preset)).data.extensions == ["wav", "flac"]
 

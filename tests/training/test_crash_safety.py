@@ -73,6 +73,7 @@ def _history_losses(run_dir: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_kill_9_and_ctrl_c_while_saving_then_resume_is_exact(tone_dir: Path,
                                                              tmp_path: Path) -> None:
     out = tmp_path / "results"

@@ -27,9 +27,9 @@ from audiocpc.errors import ConfigError
 from audiocpc.models import build_cpc
 from audiocpc.training.trainer import train
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+                                reason="torch.distributed with gloo is not available")]
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 LAUNCH_TIMEOUT_S = 120

@@ -33,6 +33,7 @@ def quiet_dir(tone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_a_quiet_recording_learns(quiet_dir: Path, tmp_path: Path) -> None:
     # the reference's encoder (no normalisation): only the input standardisation helps here
     config = load_config("1dconv_tiny", [f"output.dir={tmp_path}", "model.encoder.norm=none",
@@ -44,6 +45,7 @@ def test_a_quiet_recording_learns(quiet_dir: Path, tmp_path: Path) -> None:
     assert result.health is None
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_a_dead_run_is_reported_with_its_likely_causes(tone_dir: Path, tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     # a learning rate that cannot move the weights: the loss stays at chance
@@ -66,6 +68,7 @@ def test_a_dead_run_can_stop_with_one_line(tone_dir: Path, tmp_path: Path,
     assert "checkpoint (step 25)" in errors[0]
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_the_validation_loss_of_held_out_files_is_recorded(tone_dir: Path, tmp_path: Path) -> None:
     config = load_config("1dconv_tiny", [f"output.dir={tmp_path}", *SHORT])
     held = validation_files(24, config.train.validation_fraction, config.train.seed)

@@ -51,6 +51,7 @@ def _wait_for_stall(process: subprocess.Popen, limit_s: float = 180) -> None:
     raise AssertionError("the first run never reached its stalled save:\n" + "".join(lines))
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_second_process_is_refused_and_a_dead_holder_does_not_block(tone_dir: Path,
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "results"

@@ -22,6 +22,7 @@ def _config(out: Path, *overrides: str):
     return load_config("1dconv_tiny", [f"output.dir={out}", *overrides])
 
 
+@pytest.mark.slow  # real processes or a learning run: seconds, not milliseconds
 def test_learns_every_future_step_of_predictable_signals(tone_dir: Path, tmp_path: Path) -> None:
     """Each file is a tone at its own pitch: the future window is predictable from the past
     one, for every step j. The reference (with its misplaced positives) could not learn

@@ -197,13 +197,13 @@ class AudioFacts:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def read_audio(path: str | Path, target_sr: int) -> np.ndarray:
-    """Decode a file to float32 mono at `target_sr`. Any problem with the file, whatever
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode a file to float32 mono at `sample_rate`. Any problem with the file, whatever
     its bytes, is raised as AudioReadError with a one-line reason."""
-    return read_audio_with_facts(path, target_sr)[0]
+    return read_audio_with_facts(path, sample_rate)[0]
 
 
-def read_audio_with_facts(path: str | Path, target_sr: int) -> tuple[np.ndarray, AudioFacts]:
+def read_audio_with_facts(path: str | Path, sample_rate: int) -> tuple[np.ndarray, AudioFacts]:
     """`read_audio`, plus the header facts from the same open (no second look at the file)."""
     size = check_readable(path)
     truncated = wav_truncation(path, size)
@@ -215,13 +215,13 @@ def read_audio_with_facts(path: str | Path, target_sr: int) -> tuple[np.ndarray,
             facts = AudioFacts(int(handle.samplerate), int(handle.channels),
                                f"{handle.format} {handle.subtype}", int(handle.frames))
             data = handle.read(dtype="float32", always_2d=True)
-        sr = facts.sample_rate
+        file_rate = facts.sample_rate
     except Exception as exc:
         raise AudioReadError(path, read_failure_reason(exc)) from None
     if data.shape[1] == 0:
         raise AudioReadError(path, "the file has no audio channels")
-    if not LOWEST_RATE <= sr <= HIGHEST_RATE:
-        raise AudioReadError(path, f"implausible sample rate {sr} Hz in the header")
+    if not LOWEST_RATE <= file_rate <= HIGHEST_RATE:
+        raise AudioReadError(path, f"implausible sample rate {file_rate} Hz in the header")
     if not np.all(np.isfinite(data)):
         raise AudioReadError(path, "the file contains NaN or infinite samples")
     peak = float(np.max(np.abs(data))) if data.size else 0.0
@@ -229,11 +229,11 @@ def read_audio_with_facts(path: str | Path, target_sr: int) -> tuple[np.ndarray,
         raise AudioReadError(path, f"samples as large as {peak:.3g} (full scale is 1.0; a float "
                              f"file above {MAX_SAMPLE_MAGNITUDE:g} is not audio, or is damaged)")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sr != target_sr and mono.size:
+    if file_rate != sample_rate and mono.size:
         try:
-            mono = soxr.resample(mono, sr, target_sr, quality="HQ")
+            mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
         except Exception as exc:
-            raise AudioReadError(path, f"cannot resample from {sr} Hz: {exc}") from None
+            raise AudioReadError(path, f"cannot resample from {file_rate} Hz: {exc}") from None
     return np.ascontiguousarray(mono, dtype=np.float32), facts
 
 

@@ -52,7 +52,7 @@ class Join:
 
     @classmethod
     def from_config(cls, data: DataConfig) -> "Join":
-        gap = int(round(data.join_gap_seconds * data.desired_sr))
+        gap = int(round(data.join_gap_seconds * data.sample_rate))
         return cls(data.join, join_group_rule(data), gap)
 
     def groups(self, names: Sequence[str]) -> list[str]:

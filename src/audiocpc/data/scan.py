@@ -49,7 +49,7 @@ PRIVATE_FIELDS = ("path", "entry")  # a FileReport's handles for the corpus, not
 
 @dataclass
 class FileReport:
-    """One file of a scan. `samples` is the length at the model's rate (data.desired_sr)."""
+    """One file of a scan. `samples` is the length at the model's rate (data.sample_rate)."""
 
     file: str  # path below the data folder (undecodable bytes shown as \\xNN)
     readable: bool
@@ -75,7 +75,7 @@ class FileReport:
 @dataclass
 class DataReport:
     root: str
-    desired_sr: int
+    sample_rate: int
     crop_seconds: float
     files: list[FileReport]
     join: str = "none"
@@ -116,7 +116,7 @@ class DataReport:
         for f in self.usable:
             if f.sequence is not None:
                 totals.setdefault(f.sequence, []).append(f)
-        return [self.join_plan.length([f.samples for f in members]) / self.desired_sr
+        return [self.join_plan.length([f.samples for f in members]) / self.sample_rate
                 for members in totals.values()]
 
     def summary(self) -> dict[str, Any]:
@@ -151,7 +151,7 @@ class DataReport:
             seconds = sorted(self.sequence_seconds())
             summary["sequences"] = {
                 "join": self.join, "count": len(seconds),
-                "gap_seconds": self.join_plan.gap_samples / self.desired_sr,
+                "gap_seconds": self.join_plan.gap_samples / self.sample_rate,
                 "shortest_seconds": round(seconds[0], 6) if seconds else None,
                 "median_seconds": round(float(np.median(seconds)), 6) if seconds else None,
                 "longest_seconds": round(seconds[-1], 6) if seconds else None,
@@ -161,7 +161,7 @@ class DataReport:
     def to_dict(self) -> dict[str, Any]:
         files = [{k: v for k, v in asdict(f).items() if k not in PRIVATE_FIELDS}
                  for f in self.files]
-        return {"root": self.root, "desired_sr": self.desired_sr,
+        return {"root": self.root, "sample_rate": self.sample_rate,
                 "crop_seconds": self.crop_seconds, "join": self.join,
                 "summary": self.summary(), "files": files}
 
@@ -226,7 +226,7 @@ class DataReport:
             return NoUsableAudioError(
                 f"none of the {len(self.distinct)} audio file(s) below {self.root} can be read: "
                 + _listing([f"{f.file}: {f.reason}" for f in self.unreadable], "; "))
-        crop = min_samples / self.desired_sr
+        crop = min_samples / self.sample_rate
         if join.mode == "none":
             longest = max(readable, key=lambda f: f.duration)
             # embedding never joins (joining is for training crops): no join hint there
@@ -236,7 +236,7 @@ class DataReport:
                 f"data.full_duration: a crop of {crop:.3f} s is longer than every file "
                 f"below {self.root}; the longest, {longest.file}, has {longest.duration:.3f} s. "
                 + (advice(self) if advice else "Lower data.full_duration (keeping "
-                   f"full_duration*desired_sr/(T+k) whole), add longer files{hint}."))
+                   f"full_duration*sample_rate/(T+k) whole), add longer files{hint}."))
         if join.mode == "group" and not any(join.groups([self._name(f) for f in readable])):
             return ConfigError(
                 f"data.join_by: no file below {self.root} has a group ({join.rule.mode if join.rule else ''} "
@@ -245,7 +245,7 @@ class DataReport:
                 "data.join_by=folder or data.join_csv, or use data.join=all.")
         plans = self._sequences(join)
         members = max(plans, key=lambda seq: join.length([self.files[i].samples for i in seq]))
-        seconds = join.length([self.files[i].samples for i in members]) / self.desired_sr
+        seconds = join.length([self.files[i].samples for i in members]) / self.sample_rate
         return ConfigError(
             f"data.full_duration: a crop of {crop:.3f} s is longer than every joined sequence "
             f"below {self.root} (data.join={join.mode}); the longest, {len(members)} file(s) "
@@ -308,7 +308,7 @@ class DataReport:
         short = [_scanned_path(self.files[i]) for i, f in enumerate(self.files)
                  if f.readable and f.original and i not in position]
         bad = [(_scanned_path(f), f.reason or "") for f in self.unreadable]
-        corpus = AudioCorpus(root, self.desired_sr, paths, entries,
+        corpus = AudioCorpus(root, self.sample_rate, paths, entries,
                              np.asarray([f.samples for f in files], dtype=np.int64),
                              skipped_short=short, bad_files=bad,
                              sequences=[[position[i] for i in seq] for seq in sequences],
@@ -332,7 +332,7 @@ class DataReport:
             where = "" if join.mode == "none" else f" (in their joined sequence, data.join={join.mode})"
             considered = len(corpus.skipped_short) + len(corpus)
             log.warning("skipped %d file(s) shorter than %.3f s (%s)%s, %d of %d: %s",
-                        len(corpus.skipped_short), min_samples / self.desired_sr, crop_source,
+                        len(corpus.skipped_short), min_samples / self.sample_rate, crop_source,
                         where, len(corpus.skipped_short), considered,
                         _listing([relative_name(p, root) for p in corpus.skipped_short]))
         if join.mode == "group":
@@ -429,8 +429,8 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     join = Join.from_config(data) if join is None else join
     paths = discover_audio_files(root, data.extensions)
     cache = AudioCache(data.cache_dir)
-    sr = data.desired_sr
-    cache_file = _scan_cache_file(cache, root, sr)
+    sample_rate = data.sample_rate
+    cache_file = _scan_cache_file(cache, root, sample_rate)
     try:
         known: dict[str, Any] = json.loads(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -452,13 +452,13 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     def one(item: _Found) -> tuple[dict[str, Any], Optional[Path], bool]:
         assert item.stat is not None
         try:
-            entry = cache.entry(item.path, sr, item.stat)
+            entry = cache.entry(item.path, sample_rate, item.stat)
         except (OSError, RuntimeError) as exc:  # gone since its stat; RuntimeError: link loop
             return {"readable": False, "reason": read_failure_reason(exc)}, None, False
         hit = known.get(os.fsdecode(item.path.absolute()))
         if isinstance(hit, dict) and hit.get("stamp") == _stamp(item.stat):
             return hit["facts"], entry, True
-        facts, cacheable = _inspect(item.path, entry, cache, sr)
+        facts, cacheable = _inspect(item.path, entry, cache, sample_rate)
         return facts, entry, cacheable
 
     originals = [item for item in found if item.stat is not None and item.original is None]
@@ -494,7 +494,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
             _write_json(cache_file, remembered)
         except (OSError, DiskFullError) as exc:  # a read-only or full cache only costs speed
             log.debug("could not write the scan cache %s: %s", cache_file, exc)
-    report = DataReport(str(root), sr, min_samples / sr, files, join=join.mode,
+    report = DataReport(str(root), sample_rate, min_samples / sample_rate, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),
                         join_plan=join, joinable=join_from_config,
                         standardize=data.standardize)

@@ -29,20 +29,20 @@ import soundfile as sf
 Generator = Callable[[np.random.Generator, np.ndarray, int], np.ndarray]
 
 
-def _hum(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _hum(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """Low harmonic drone: a few decaying harmonics of 90-160 Hz."""
     f0 = rng.uniform(90, 160)
     return sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h**1.2 for h in range(1, 7))
 
 
-def _whistle(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _whistle(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """High pure tone with slow vibrato."""
     f0, rate, depth = rng.uniform(900, 1600), rng.uniform(3, 7), rng.uniform(10, 40)
     phase = 2 * np.pi * f0 * t + depth / rate * np.sin(2 * np.pi * rate * t)
     return np.sin(phase)
 
 
-def _pulse(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _pulse(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """Rhythmic clicks of filtered noise at 3-7 beats per second."""
     period = 1.0 / rng.uniform(3, 7)
     phase = (t + rng.uniform(0, period)) % period
@@ -52,17 +52,17 @@ def _pulse(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
     return 2.5 * envelope * noise
 
 
-def _chirp(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _chirp(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """Repeating upward sweeps from ~300 Hz to ~1200 Hz."""
     period = rng.uniform(0.25, 0.5)
     lo, hi = rng.uniform(250, 400), rng.uniform(900, 1400)
     local = t % period
     freq = lo + (hi - lo) * local / period
-    phase = 2 * np.pi * np.cumsum(freq) / sr
+    phase = 2 * np.pi * np.cumsum(freq) / sample_rate
     return np.sin(phase) * np.minimum(1.0, local / 0.01)
 
 
-def _buzz(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _buzz(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """Bright sawtooth at 250-450 Hz, amplitude-modulated."""
     f0, mod = rng.uniform(250, 450), rng.uniform(1, 3)
     saw = 2 * ((f0 * t + rng.uniform()) % 1.0) - 1
@@ -74,10 +74,10 @@ TIMBRE_CLASSES: dict[str, Generator] = {
 }
 
 
-def _tone(freq: float, n: int, sr: int, rng: np.random.Generator, brightness: float) -> np.ndarray:
+def _tone(freq: float, n: int, sample_rate: int, rng: np.random.Generator, brightness: float) -> np.ndarray:
     """A few harmonics of `freq` (no aliasing above the Nyquist rate)."""
-    t = np.arange(n) / sr
-    harmonics = [h for h in range(1, 6) if h * freq < 0.45 * sr]
+    t = np.arange(n) / sample_rate
+    harmonics = [h for h in range(1, 6) if h * freq < 0.45 * sample_rate]
     # start from zeros (0.0 + x == x exactly), so the sum is an array even with no harmonics
     return sum((np.sin(2 * np.pi * freq * h * t + rng.uniform(0, 6.3)) * brightness ** (h - 1)
                 for h in harmonics), np.zeros(n))
@@ -89,35 +89,35 @@ def _chord(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(180, 420) * 2.0 ** (np.concatenate([[0], steps]) / 12)
 
 
-def _arpeggio(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _arpeggio(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """The chord's notes from low to high, again and again; each note a smooth (Hann) bump,
     so a note reversed in time is the same note."""
-    notes, note = _chord(rng), int(rng.uniform(0.11, 0.17) * sr)
+    notes, note = _chord(rng), int(rng.uniform(0.11, 0.17) * sample_rate)
     brightness = rng.uniform(0.3, 0.7)
     envelope = np.hanning(note)
     out = np.zeros(t.size)
     for i, start in enumerate(range(0, t.size, note)):
         n = min(note, t.size - start)
-        out[start : start + n] = (_tone(notes[i % len(notes)], note, sr, rng, brightness) * envelope)[:n]
+        out[start : start + n] = (_tone(notes[i % len(notes)], note, sample_rate, rng, brightness) * envelope)[:n]
     return out
 
 
-def _plucks(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
+def _plucks(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
     """The chord's notes in random order, each struck (5 ms attack) and decaying."""
-    notes, note = _chord(rng), int(rng.uniform(0.14, 0.22) * sr)
+    notes, note = _chord(rng), int(rng.uniform(0.14, 0.22) * sample_rate)
     brightness, decay = rng.uniform(0.3, 0.7), rng.uniform(0.03, 0.06)
-    local = np.arange(note) / sr
+    local = np.arange(note) / sample_rate
     envelope = np.minimum(1.0, local / 0.005) * np.exp(-local / decay)
     out = np.zeros(t.size)
     for start in range(0, t.size, note):
         n = min(note, t.size - start)
-        out[start : start + n] = (_tone(rng.choice(notes), note, sr, rng, brightness) * envelope)[:n]
+        out[start : start + n] = (_tone(rng.choice(notes), note, sample_rate, rng, brightness) * envelope)[:n]
     return out
 
 
 def _reversed(generator: Generator) -> Generator:
-    def reverse(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
-        return generator(rng, t, sr)[::-1].copy()
+    def reverse(rng: np.random.Generator, t: np.ndarray, sample_rate: int) -> np.ndarray:
+        return generator(rng, t, sample_rate)[::-1].copy()
 
     reverse.__doc__ = f"{generator.__name__} played backwards"
     return reverse

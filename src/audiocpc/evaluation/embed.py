@@ -381,7 +381,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     config, model = run.config, run.model
     crop = crop_length(config)
     check_layer(model, crop, layer)
-    sr = config.data.desired_sr
+    sample_rate = config.data.sample_rate
     root = Path(data_dir)
     # taken before the data is read: a file that changes while it is embedded makes the
     # recorded identity stale, so the next `audiocpc run` embeds again
@@ -403,7 +403,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
                                         layer, pool)
         total = sum(len(x) for x in starts)
         log.info("plan: embedding %s: %d file(s) x %s crop(s) = %d crops of %.3f s with %s; about "
-                 "%s (measured on one batch)", split, len(names), crops, total, crop / sr, run.name,
+                 "%s (measured on one batch)", split, len(names), crops, total, crop / sample_rate, run.name,
                  format_duration(seconds))
         hint = faster_crops_hint(seconds, crops, corpus.lengths.tolist(), crop)
         if hint:
@@ -413,7 +413,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     counts = [len(s) for s in starts]
     row_files = [n for n, c in zip(names, counts) for _ in range(c)]
     row_labels = [lab for lab, c in zip(file_labels, counts) for _ in range(c)]
-    start_seconds = np.concatenate(starts).astype(np.float64) / sr
+    start_seconds = np.concatenate(starts).astype(np.float64) / sample_rate
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -424,7 +424,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         "data_dir": str(root.resolve()), "kind": kind, "layer": layer, "pool": pool,
         "crops": crops, "seed": seed,
         "rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "files": len(names),
-        "sample_rate": sr, "crop_samples": crop, "crop_seconds": crop / sr,
+        "sample_rate": sample_rate, "crop_samples": crop, "crop_seconds": crop / sample_rate,
         "mode": config.model.mode, "shared_window_encoding": used_shared,
         "skipped_short": len(corpus.skipped_short), "skipped_unreadable": len(corpus.bad_files),
         "unlabelled_files": sum(1 for lab in file_labels if not lab),
@@ -432,8 +432,8 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         "inputs": inputs,
     }
     result = EmbeddingSplit(rows, row_files, row_labels, start_seconds,
-                            np.full(len(row_files), crop / sr), info).write(folder, split)
+                            np.full(len(row_files), crop / sample_rate), info).write(folder, split)
     log.info("embedded %d crops of %d file(s) -> %s (%d skipped as shorter than %.3f s)",
-             len(row_files), len(names), result.array_path, len(corpus.skipped_short), crop / sr)
+             len(row_files), len(names), result.array_path, len(corpus.skipped_short), crop / sample_rate)
     return result
 

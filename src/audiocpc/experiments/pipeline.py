@@ -137,7 +137,7 @@ class Experiment:
             except AudioReadError:
                 continue
             names.append(relative_name(path, folder))
-            lengths.append(int(info.frames * config.data.desired_sr / max(info.samplerate, 1)))
+            lengths.append(int(info.frames * config.data.sample_rate / max(info.samplerate, 1)))
         return names, lengths
 
     def plan(self, configs: Sequence[Any]) -> list[str]:
@@ -163,7 +163,7 @@ class Experiment:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.train.seed)
                 model = build_cpc(config).to(device).eval()
-            crop, sr = crop_length(config), config.data.desired_sr
+            crop, sample_rate = crop_length(config), config.data.sample_rate
             stage_lines, embed_s, rows_total, slow_hints = [], 0.0, 0, []
             rng = np.random.default_rng(0)
             for split, folder, crops in splits:
@@ -186,7 +186,7 @@ class Experiment:
                 rows_total += rows
                 per_file = f"{crops} crop(s) per file" if crops != "all" else "every crop the files hold"
                 stage_lines.append(f"  embed {split}: {len(usable)} of {len(lengths)} file(s) x {per_file} "
-                                   f"= {rows} crops of {crop / sr:.3f} s: about {format_duration(seconds)}"
+                                   f"= {rows} crops of {crop / sample_rate:.3f} s: about {format_duration(seconds)}"
                                    + (" (with the untrained baseline)" if "random" in opts.baselines else ""))
                 option = "--crops-train" if split == "train" else "--crops-test"
                 slow_hints.append((split, seconds, crops, lengths, option))
@@ -195,7 +195,7 @@ class Experiment:
                 sample = (0.1 * rng.standard_normal(crop)).astype(np.float32)
                 started = time.perf_counter()
                 for _ in range(10):
-                    mfcc_summary(sample, sr)
+                    mfcc_summary(sample, sample_rate)
                 mfcc_s = (time.perf_counter() - started) / 10 * rows_total
                 embed_s += mfcc_s
                 stage_lines.append(f"  MFCC baseline of the same {rows_total} crops: about {format_duration(mfcc_s)}")

@@ -144,15 +144,15 @@ def window_too_short_problem(config: "Config", window: int, needed: int) -> str:
 
     data = config.data
     steps = data.T + data.k
-    ways = [f"data.full_duration={duration_text(needed * steps, data.desired_sr)} (or longer, "
-            f"keeping full_duration*desired_sr/(T+k) whole)"]
+    ways = [f"data.full_duration={duration_text(needed * steps, data.sample_rate)} (or longer, "
+            f"keeping full_duration*sample_rate/(T+k) whole)"]
     most_steps = data.crop_samples // needed
     if most_steps > data.k:
         ways.append(f"data.T={most_steps - data.k} (T+k = {most_steps} windows of "
                     f"{data.crop_samples // most_steps} samples)")
     rate = math.ceil(needed * steps / data.full_duration)
-    ways.append(f"data.desired_sr >= {rate}")
-    return (f"model.encoder: a window of {window} samples (data.full_duration x data.desired_sr / "
+    ways.append(f"data.sample_rate >= {rate}")
+    return (f"model.encoder: a window of {window} samples (data.full_duration x data.sample_rate / "
             f"(T+k) = {data.crop_samples}/{steps}) is too short for the encoder, which needs at "
             f"least {needed} samples per window to give one frame; set {' or '.join(ways)}, or "
             "shrink the encoder's kernels and strides")

@@ -23,14 +23,14 @@ def build_encoder(config: Config) -> nn.Module:
     spec = config.model.encoder
     window = window_samples(config) if config.model.mode == "window" else None
     return build("encoder", spec.type, spec.params, z_dim=config.model.z_dim,
-                 sample_rate=config.data.desired_sr, window_samples=window)
+                 sample_rate=config.data.sample_rate, window_samples=window)
 
 
 def build_augment(config: Config) -> WaveAugment:
     a = config.augment
     return WaveAugment(apply_to=a.apply_to, gain_db=a.gain_db, noise_snr_db=a.noise_snr_db,
                        time_masks=a.time_masks,
-                       mask_samples=int(round(a.time_mask_seconds * config.data.desired_sr)))
+                       mask_samples=int(round(a.time_mask_seconds * config.data.sample_rate)))
 
 
 def build_cpc(config: Config, negative_bank: Optional[NegativeBank] = None) -> CPCModel:
@@ -45,7 +45,7 @@ def build_cpc(config: Config, negative_bank: Optional[NegativeBank] = None) -> C
               c_dim=spec.c_dim, z_dim=spec.z_dim, steps=data.k),
         build("similarity", spec.similarity.type, spec.similarity.params, dim=spec.z_dim),
         steps=data.k,
-        sample_rate=data.desired_sr,
+        sample_rate=data.sample_rate,
         window=window_samples(config) if spec.mode == "window" else None,
         negatives=NegativeSampling(negatives.policy, negatives.count, negatives.allow_positive),
         step_weights=step_weights(config),

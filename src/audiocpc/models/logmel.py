@@ -131,10 +131,10 @@ def derived_hop(window_samples: int, n_fft: int, frames: int) -> int:
     if hop < 1:
         raise ValueError(
             f"model.encoder.frames_per_window: a window of {window_samples} samples "
-            f"(data.full_duration x data.desired_sr / (T+k)) cannot give {frames} frames of "
+            f"(data.full_duration x data.sample_rate / (T+k)) cannot give {frames} frames of "
             f"n_fft {n_fft}: it needs at least {n_fft + frames - 1} samples. Lower "
             "model.encoder.n_fft or frames_per_window, or lengthen the windows "
-            "(raise data.full_duration or data.desired_sr, or lower data.T + data.k)")
+            "(raise data.full_duration or data.sample_rate, or lower data.T + data.k)")
     return hop
 
 

@@ -145,8 +145,27 @@ def _limit_reason(loc: tuple[Any, ...]) -> str:
     return f"; {extra['limit_reason']}" if isinstance(extra, dict) and "limit_reason" in extra else ""
 
 
+# Keys that were renamed: the old name is still read (from YAML files, --set and saved runs)
+# so configurations written for the reference framework or an older audiocpc keep working.
+RENAMED = {
+    ("data", "desired_sr"): "sample_rate",
+}
+
+
+def rename_old_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with each old key under its current name; an old key given beside the new one
+    was an override on top of a preset (`--set data.desired_sr=...`), so it wins."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (section, old), new in RENAMED.items():
+        node = raw.get(section)
+        if isinstance(node, dict) and old in node:
+            node[new] = node.pop(old)
+    return raw
+
+
 def validate_config(raw: dict[str, Any]) -> Config:
     """Validate a settings mapping into a Config, or raise ConfigError listing every problem."""
+    raw = rename_old_keys(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

@@ -47,7 +47,7 @@ def export_config(config: Config, name: str) -> dict[str, Any]:
         window = window_samples(config)
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "audiocpc_version": _package_version(),
-        "name": name, "sample_rate": config.data.desired_sr, "mode": config.model.mode,
+        "name": name, "sample_rate": config.data.sample_rate, "mode": config.model.mode,
         "window_samples": window, "z_dim": config.model.z_dim, "c_dim": config.model.c_dim,
         "inputs": {"waveform": "float32 [batch, samples], mono, at sample_rate"},
         # training scaled each whole recording to zero mean and unit variance: do the same

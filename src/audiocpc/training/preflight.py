@@ -45,7 +45,7 @@ def _encoder_minimum(config: Config) -> tuple[int, Any]:
 
 def working_crop(config: Config, lengths: list[int], keep: float = 0.9) -> Optional[list[str]]:
     """`--set` overrides giving the longest training crop that at least `keep` of the files
-    (lengths in samples at data.desired_sr) can supply and that this model accepts: in
+    (lengths in samples at data.sample_rate) can supply and that this model accepts: in
     window mode a whole number of samples for each of T+k windows, each at least as long as
     the encoder needs (lowering data.T when the windows would be too short); None if none."""
     from audiocpc.config import duration_text
@@ -59,23 +59,23 @@ def working_crop(config: Config, lengths: list[int], keep: float = 0.9) -> Optio
     if config.model.mode == "frame":
         if output_length is not None and output_length(reach) <= data.k:
             return None
-        return [f"data.full_duration={duration_text(reach, data.desired_sr)}"]
+        return [f"data.full_duration={duration_text(reach, data.sample_rate)}"]
     steps = data.T + data.k
     if reach // steps >= needed:
-        return [f"data.full_duration={duration_text(reach // steps * steps, data.desired_sr)}"]
+        return [f"data.full_duration={duration_text(reach // steps * steps, data.sample_rate)}"]
     most = reach // needed  # the most windows of the encoder's minimum length that fit
     if most - data.k < 2:
         return None
     return [f"data.T={most - data.k}",
-            f"data.full_duration={duration_text(reach // most * most, data.desired_sr)}"]
+            f"data.full_duration={duration_text(reach // most * most, data.sample_rate)}"]
 
 
 def crop_advice(config: Config, lengths: list[int], keep: float = 0.9) -> str:
     """The fix for crops longer than the files: a value that works, as `--set` to paste, and
     the preset made for short clips."""
     data = config.data
-    geometry = (f"at T+k = {data.T + data.k} windows and data.desired_sr = {data.desired_sr} Hz"
-                if config.model.mode == "window" else f"at data.desired_sr = {data.desired_sr} Hz")
+    geometry = (f"at T+k = {data.T + data.k} windows and data.sample_rate = {data.sample_rate} Hz"
+                if config.model.mode == "window" else f"at data.sample_rate = {data.sample_rate} Hz")
     overrides = working_crop(config, lengths, keep)
     preset = (f"For short clips use the preset made for them: --preset {SHORT_CLIP_PRESET} "
               "(frame mode, 0.25 s crops at 8 kHz).")
@@ -85,7 +85,7 @@ def crop_advice(config: Config, lengths: list[int], keep: float = 0.9) -> str:
     paste = " ".join(f"--set {o}" for o in overrides)
     if any(o.startswith("data.T=") for o in overrides):
         needed, _ = _encoder_minimum(config)
-        geometry = (f"at data.desired_sr = {data.desired_sr} Hz (T+k = {data.T + data.k} windows "
+        geometry = (f"at data.sample_rate = {data.sample_rate} Hz (T+k = {data.T + data.k} windows "
                     f"would be shorter than the encoder's minimum of {needed} samples, so data.T "
                     "is lowered too)")
     return (f"The longest crop {geometry} that keeps at least {keep:.0%} of the files "
@@ -94,7 +94,7 @@ def crop_advice(config: Config, lengths: list[int], keep: float = 0.9) -> str:
 
 def _crop_samples(config: Config, overrides: list[str]) -> int:
     values = dict(o.split("=", 1) for o in overrides)
-    return int(round(float(values["data.full_duration"]) * config.data.desired_sr))
+    return int(round(float(values["data.full_duration"]) * config.data.sample_rate))
 
 
 def sequence_length(config: Config, model: CPCModel) -> int:
