@@ -59,3 +59,14 @@ def test_training_with_other_label_negatives(two_speakers: Path, tmp_path: Path)
 def test_label_policy_without_labels_is_refused_at_load() -> None:
     with pytest.raises(ConfigError, match="set data.labels"):
         load_config("cpc_tiny", ["loss.negatives.policy=same_label", "loss.negatives.count=4"])
+
+
+def test_one_label_in_the_training_files_is_refused_in_one_line(two_speakers: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(two_speakers / "high")  # every file left is 'low'
+    cfg = load_config("cpc_tiny", [f"output.dir={tmp_path / 'out'}", "data.labels=folder",
+                                   "loss.negatives.policy=other_label", "loss.negatives.count=8",
+                                   "train.epochs=1", "train.steps_per_epoch=2"])
+    with pytest.raises(ConfigError, match="needs at least 2 labels among the training files, found 1"):
+        train(cfg, two_speakers, progress=False)

@@ -184,8 +184,15 @@ def test_label_policies_need_labels_and_a_non_empty_pool() -> None:
     targets = _frame_targets()
     with pytest.raises(ConfigError, match="needs one label per sequence"):
         sample_negatives("same_label", targets, B, L, 8)
-    with pytest.raises(ValueError, match="no sequence of the batch may give negatives"):
-        sample_negatives("other_label", targets, B, L, 8, labels=torch.zeros(B, dtype=torch.long))
+    # a batch of one class draws from the other sequences instead of stopping the run
+    torch.manual_seed(0)
+    one_class = sample_negatives("other_label", targets, B, L, 8, labels=torch.zeros(B, dtype=torch.long))
+    assert not torch.any(one_class // L == (targets // L).unsqueeze(-1))
+    # ... and only the sequence left alone falls back: the others still keep their rule
+    labels = torch.tensor([0] * (B - 1) + [1])
+    mixed = sample_negatives("other_label", targets, B, L, 64, labels=labels)
+    source = labels[mixed // L]
+    assert torch.all(source == torch.where(labels[targets // L] == 0, 1, 0).unsqueeze(-1))
 
 
 def test_training_with_a_label_policy_stops_before_any_work(

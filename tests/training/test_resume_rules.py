@@ -100,6 +100,7 @@ def test_every_refused_key_is_named_with_its_old_value(out: Path, tone_dir: Path
               tone_dir, resume=True, progress=False)
     message = str(err.value)
     assert "train.seed 0 -> 7" in message and "data.full_duration 1.0 -> 2.0" in message
+    assert "--set train.seed=0" in message and "--set data.full_duration=1.0" in message  # pasteable
     assert "train.epochs" not in message  # a safe change is not part of the refusal
 
 

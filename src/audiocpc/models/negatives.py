@@ -15,7 +15,7 @@ sequences, never the positive itself unless `allow_positive` is set.
 | `same_sequence` | the other frames of sequence b |
 | `batch` | every frame of the batch but the positive |
 | `same_label` | every frame of the sequences whose label equals b's (b included), but the positive |
-| `other_label` | every frame of the sequences whose label differs from b's |
+| `other_label` | every frame of the sequences whose label differs from b's (a sequence whose batch holds only its own label draws from every other sequence, as `other_sequences`: a batch of one class must not stop a run) |
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def _same_label(batch: int, labels: Optional[torch.Tensor], device: torch.device
 @_policy("other_label", needs_labels=True)
 def _other_label(batch: int, labels: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
     assert labels is not None  # needs_labels: the caller refuses a batch without them
-    return labels.view(-1, 1) != labels.view(1, -1)
+    allowed = labels.view(-1, 1) != labels.view(1, -1)
+    alone = ~allowed.any(dim=1)  # no other label in this batch: fall back to the other sequences
+    return torch.where(alone.view(-1, 1), ~torch.eye(batch, dtype=torch.bool, device=device), allowed)
 
 
 def _exhaustive_other_sequences(targets: torch.Tensor, batch: int, length: int) -> torch.Tensor:

@@ -10,6 +10,8 @@ in one line and recorded (config.yaml, the checkpoint's config and its `settings
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -100,11 +102,19 @@ def check_resume(stored: dict[str, Any], new: dict[str, Any], run_dir: Any,
     verdict = compare_for_resume(stored, new, saved_world_size, world_size)
     if verdict.refused:
         listed = ", ".join(str(c) for c in verdict.refused)
+        keep = " ".join(f"--set {c.key}={_set_value(c.old)}" for c in verdict.refused
+                        if c.old != _MISSING)
         raise ConfigError(
             f"--resume: {run_dir} was trained with other settings that change the course of the "
-            f"run ({listed}); resume with the old value(s) (drop those --set), start over with "
-            "--force, or choose another --name")
+            f"run ({listed}); resume with the old value(s) ({keep}; a run saved before a setting "
+            "existed was trained with the value shown), start over with --force, or choose "
+            "another --name")
     return verdict.applied
+
+
+def _set_value(value: Any) -> str:
+    """A value as `--set` reads it back (YAML): false, null, [1, 2], 0.0002, constant."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def announce(changes: list[Change]) -> Optional[str]:

@@ -33,11 +33,12 @@ from audiocpc.data.scan import scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
-from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
-                             RunExistsError)
+from audiocpc.errors import (AudiocpcError, CheckpointError, ConfigError, DeadRunError,
+                             NonFiniteLossError, RunExistsError)
 from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
+from audiocpc.models.negatives import needs_labels
 from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
 from audiocpc.training.run_folder import RunFolder
@@ -494,7 +495,13 @@ class Trainer:
             log.warning("data: %d of %d readable files are shorter than the %.3f s crop and are "
                         "left out. %s", len(report.too_short), len(readable), report.crop_seconds,
                         self._crop_advice(report))
-        return report.corpus(labels=training_label_rule(data))
+        corpus = report.corpus(labels=training_label_rule(data))
+        policy = self.config.loss.negatives.policy
+        if needs_labels(policy) and corpus.label_ids is not None and len(set(corpus.label_ids.tolist())) < 2:
+            raise ConfigError(f"loss.negatives.policy: '{policy}' needs at least 2 labels among the "
+                              f"training files, found {len(set(corpus.label_ids.tolist()))}; check "
+                              "data.labels (or data.label_pattern) or use policy 'batch'")
+        return corpus
 
     def _crop_advice(self, report: Any) -> str:
         from audiocpc.training.preflight import crop_advice
