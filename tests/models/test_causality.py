@@ -1,0 +1,81 @@
+"""Every registered context network and predictor is causal: what it outputs at step t
+depends on its inputs at steps 1..t only. Changing the inputs after t must leave the outputs
+up to t unchanged (and must change some later output, so the check is not vacuous)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import torch
+
+from audiocpc.models import registered
+from audiocpc.models.registry import build
+
+LENGTH, WIDTH = 9, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny matrices: one thread is several times faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _context(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("context", name, {}, in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
+
+
+def _predictor(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    params = {"num_heads": 2} if name == "transformer" else {}
+    return build("predictor", name, params, c_dim=WIDTH, z_dim=WIDTH, steps=3).eval()
+
+
+def _check_causal(network: torch.nn.Module, run=None) -> None:  # type: ignore[no-untyped-def]
+    run = run or network
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, LENGTH, WIDTH, generator=generator)
+    with torch.no_grad():
+        before = run(x)
+        for t in range(LENGTH - 1):
+            changed = x.clone()
+            changed[:, t + 1 :] = torch.randn(2, LENGTH - t - 1, WIDTH, generator=generator) * 3
+            after = run(changed)
+            torch.testing.assert_close(after[:, : t + 1], before[:, : t + 1], atol=1e-5, rtol=1e-4,
+                                       msg=lambda m: f"output at steps <= {t} saw the future: {m}")
+            assert not torch.allclose(after[:, t + 1 :], before[:, t + 1 :], atol=1e-4), \
+                "changing the inputs changed no later output: the check would prove nothing"
+
+
+@pytest.mark.parametrize("name", registered("context"))
+def test_context_network_output_at_t_ignores_later_steps(name: str) -> None:
+    _check_causal(_context(name))
+
+
+@pytest.mark.parametrize("name", registered("context"))
+def test_every_context_layer_output_at_t_ignores_later_steps(name: str) -> None:
+    """The layers `hidden_states` exposes (e.g. each Transformer block) are causal too."""
+    network = _context(name)
+    if not hasattr(network, "layer_outputs"):
+        pytest.skip(f"context '{name}' has no layer_outputs")
+    layers = len(network.layer_outputs(torch.zeros(1, LENGTH, WIDTH)))
+    for index in range(layers):
+        _check_causal(network, lambda x, i=index: network.layer_outputs(x)[i][1])
+
+
+@pytest.mark.parametrize("name", registered("predictor"))
+def test_predictor_output_at_t_ignores_later_steps(name: str) -> None:
+    _check_causal(_predictor(name))
+
+
+def test_transformer_context_is_causal_with_a_multi_layer_dense_stack() -> None:
+    """The preset-like shape (two blocks, dense units) as well as the defaults."""
+    torch.manual_seed(0)
+    network = build("context", "transformer", {"num_layers": 3, "dense_units": [16, 8],
+                                               "dropout": 0.0},
+                    in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
+    _check_causal(network)
