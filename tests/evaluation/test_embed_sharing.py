@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_models import build_model, tiny_config
 
 from audiocpc.api import embed_folder
 from audiocpc.evaluation import embed as embed_module
 from audiocpc.evaluation.embed import crop_length, crop_starts, embed_crops, plan_crops
 from audiocpc.models import CPCModel
-from tiny_models import build_model, tiny_config
 
 FRAME_PRESETS = ["cpc_tiny", "cpc_paper", "clips", "recordings"]  # frame mode, local encoders
 
@@ -116,10 +116,9 @@ def test_five_second_file_with_90_crops_shares_windows_and_equals_crop_by_crop(
     starts = np.round(result.start_seconds * rate).astype(np.int64)
     assert np.all(starts % 588 == 0)
     # the same rows as crop by crop, with the model the run folder holds
-    from audiocpc.training.restore import restore_run
-
     from audiocpc.data.corpus import NO_JOIN
     from audiocpc.data.scan import scan_folder
+    from audiocpc.training.restore import restore_run
 
     restored = restore_run(tiny_exports["1dconv_gru"], device="cpu")
     crop = 27 * 588

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
@@ -431,16 +432,24 @@ def _run_shared(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
     return _shared_frames(model, waves, starts, files, crop, kind, batch_size, device, plan, pool)
 
 
+# model -> {(crop, kind): whether sharing is exact}: locality is a property of the
+# architecture, so a model is checked once, not on every call (e.g. per file in the API)
+_EXACTNESS: weakref.WeakKeyDictionary[CPCModel, dict[tuple[int, str], bool]] = weakref.WeakKeyDictionary()
+
+
 def _shared_is_exact(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                      crop: int, kind: str, device: torch.device) -> bool:
     """Whether this model's encoder is local (so sharing changes nothing): checked on a few
     crops, because an encoder may normalise across a whole crop (per-bin log-mel
     standardisation, layer norm over time)."""
-    first = next(i for i, s in enumerate(starts) if len(s))
-    probe = [np.asarray(s[:4]) if i == first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
-    a = _run_shared(model, waves, probe, [first], crop, kind, 4, device)
-    b = _direct(model, waves, probe, [first], crop, kind, 4, device)
-    return bool(torch.allclose(a, b, atol=1e-4, rtol=1e-3))
+    known = _EXACTNESS.setdefault(model, {})
+    if (crop, kind) not in known:
+        first = next(i for i, s in enumerate(starts) if len(s))
+        probe = [np.asarray(s[:4]) if i == first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+        a = _run_shared(model, waves, probe, [first], crop, kind, 4, device)
+        b = _direct(model, waves, probe, [first], crop, kind, 4, device)
+        known[(crop, kind)] = bool(torch.allclose(a, b, atol=1e-4, rtol=1e-3))
+    return known[(crop, kind)]
 
 
 def distinct_crops(starts: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
