@@ -29,7 +29,7 @@ from audiocpc import load_config
 from audiocpc.data.corpus import CropSampler, batch_stream
 from audiocpc.data.scan import scan_folder
 from audiocpc.data.synthetic import make_demo_dataset
-from audiocpc.evaluation.embed import crop_length, crop_starts, embed_crops
+from audiocpc.evaluation.embed import crop_grid, crop_length, crop_starts, embed_crops
 from audiocpc.training.flops import count_training_flops
 from audiocpc.training.trainer import Trainer, autocast_context
 
@@ -102,7 +102,7 @@ def bench_embedding(trainer: Trainer, corpus: Any, crops_per_file: int, interval
     cfg, model = trainer.config, trainer.model
     crop = crop_length(cfg)
     waves = [np.asarray(corpus.wave(i)) for i in range(len(corpus))]
-    grid = model.window or 1
+    grid = crop_grid(model)
     starts = [crop_starts(len(w), crop, crops_per_file, 0, str(i), grid) for i, w in enumerate(waves)]
     seconds = sum(len(s) for s in starts) * crop / cfg.data.sample_rate
     used_shared = False

@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from audiocpc.data.audio import standardize
 from audiocpc.data.cache import AudioCache
 from audiocpc.config import Config
-from audiocpc.evaluation.embed import (Crops, check_options, crop_length, embed_crops, embedding_dim,
+from audiocpc.evaluation.embed import (Crops, check_options, crop_grid, crop_length, embed_crops, embedding_dim,
                             plan_crops, pool_by_file)
 from audiocpc.errors import AudiocpcError, ConfigError
 from audiocpc.evaluation.store import EmbeddingSplit
@@ -220,7 +220,7 @@ class CPCEmbedder:
                         crop / self.sample_rate, self.sample_rate, ", ".join(short[:5]))
             waves = [w if w.shape[0] >= crop else np.pad(w, (0, crop - w.shape[0])) for w in waves]
         starts = plan_crops([w.shape[0] for w in waves], keys, crop, crops, seed,
-                            self.model.window or 1)
+                            crop_grid(self.model))
         rows, _ = embed_crops(self.model, waves, starts, crop, kind, batch_size, pool=pool)
         return pool_by_file(rows, [len(s) for s in starts])
 

@@ -47,3 +47,21 @@ def test_flop_count_matches_the_layer_shapes() -> None:
     gflop = count_training_flops(model, step) / 1e9
     windows = cfg.data.N * (cfg.data.T + cfg.data.k)
     assert 0.15 < gflop / windows / 3 < 0.17
+
+
+def test_embedding_speed_benchmark_reports_every_shape_against_training(tmp_path: Path) -> None:
+    out = tmp_path / "embed.json"
+    args = ["--presets", "cpc_tiny,1dconv_tiny", "--shapes", "0.5x1,5x1", "--crops", "6", "--warmup", "1",
+            "--intervals", "1", "--steps", "1", "--json", str(out)]
+    assert _load("embed_speed").main(args) == 0
+    numbers = json.loads(out.read_text())
+    assert numbers["machine"]["cpu"] and len(numbers["machine"]["load_1_5_15_at_end"]) == 3
+    rows = {(r["preset"], r["seconds_per_file"]): r for r in numbers["rows"]}
+    assert "skipped" in rows[("cpc_tiny", 0.5)]  # shorter than one 1 s crop
+    for preset in ("cpc_tiny", "1dconv_tiny"):
+        row = rows[(preset, 5.0)]
+        assert row["rows"] == 6 and row["shared"] in (True, False)
+        for key in ("embed_crop_audio_s_per_cpu_s", "train_audio_s_per_cpu_s", "embed_vs_train_cpu",
+                    "speedup_over_crop_by_crop_cpu"):
+            assert row[key] > 0, key
+        assert row["max_abs_difference"] < 1e-4

@@ -137,7 +137,8 @@ def test_shared_window_encoding_equals_crop_by_crop(context: str) -> None:
     model = _window_model(context)
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(n).astype(np.float32) * 0.3 for n in (20000, 6000, 13457)]
-    starts = [crop_starts(w.size, TINY_CROP, 9, 0, str(i), grid=500) for i, w in enumerate(waves)]
+    # 14 crops: enough distinct ones to share windows (the 6000-sample file's 14 are one crop)
+    starts = [crop_starts(w.size, TINY_CROP, 14, 0, str(i), grid=500) for i, w in enumerate(waves)]
     starts[2] = np.array([0, 37, 500, 1999, 7457])  # off the grid too: still exact
     for kind in ("context", "context_mean", "z_mean") if context == "gru" else ("context",):
         shared, used = embed_crops(model, waves, starts, TINY_CROP, kind, batch_size=4, shared=True)

@@ -10,10 +10,18 @@
 A crop is what the context network saw in training: T windows in window mode (the embedding
 `context` is c at the last step), `data.full_duration` seconds in frame mode. Crop starts
 are drawn from a generator seeded by (seed, file name), so they are reproducible and do not
-depend on which other files are in the folder. In window mode the starts lie on the window
-grid (finer only in files too short to offer enough distinct starts), so crops share their
-windows: the encoder runs once per distinct window of a file and each crop's context is
-computed from the shared window embeddings (the same numbers, many times faster).
+depend on which other files are in the folder. The starts lie on a grid (`crop_grid`: the
+window in window mode, the encoder's frame hop in frame mode), so crops share encoder work:
+
+- window mode: the encoder runs once per distinct window of a file and each crop's context is
+  computed from the shared window embeddings;
+- frame mode: the conv stack runs once over the stretches of a file the crops cover (in
+  bounded blocks), and each crop's frames are gathered from it; only the few frames at a
+  crop's edges, which see the crop's zero padding, are encoded from the crop itself.
+
+Both give the numbers crop-by-crop encoding gives (to float rounding). A file with fewer grid
+positions than crops requested gets every position, some more than once: a repeated crop is
+embedded once and its row repeated.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,6 +61,12 @@ WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of 
 # Below this reuse (e.g. 5 crops of a long file), bookkeeping outweighs the saved encoder
 # work on a GPU (measured in benchmarks/embed_speed.py), so crops are embedded one by one.
 MIN_WINDOW_REUSE = 2.0
+# Frame mode: the shared conv stack runs over at most this many frames per block (bounded
+# memory on hour-long files), block lengths rounded up to a multiple of FRAME_QUANTUM frames
+# (few distinct shapes), and at most SHARED_CROPS_PER_PASS crops of a file are assembled at once.
+FRAME_BLOCK = 512
+FRAME_QUANTUM = 16
+SHARED_CROPS_PER_PASS = 256
 
 
 def default_crops(split: str) -> int:
@@ -97,25 +112,49 @@ def crop_starts(length: int, crop: int, crops: Crops, seed: int, key: str, grid:
     """Start samples of the crops of one file of `length` samples.
 
     `crops="all"`: consecutive, non-overlapping crops from the start (a tail shorter than
-    a crop is left out). A number: that many random starts, seeded by (seed, key) so they
-    are reproducible, distinct while the file has room. Starts lie on multiples of `grid`
-    (the window length, so crops share windows), halved as often as needed for the file to
-    offer `crops` distinct starts."""
+    a crop is left out). A number: that many random starts on multiples of `grid` (see
+    `crop_grid`: so crops share encoder work), seeded by (seed, key) so they are
+    reproducible, distinct while the file has room. A file with fewer grid positions than
+    `crops` gets every position, each as often as the count allows and the remainder drawn
+    (the grid is kept: repeated crops are embedded once, see `embed_crops`)."""
     if length < crop:
         return np.zeros(0, dtype=np.int64)
     if crops == "all":
         return np.arange(0, length - crop + 1, crop, dtype=np.int64)
-    while grid > 1 and (length - crop) // grid + 1 < int(crops):  # a number here (check_options)
-        grid //= 2
+    count = int(crops)  # a number here (check_options)
+    grid = max(1, int(grid))
     positions = (length - crop) // grid + 1
     rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8", "surrogateescape"))])
-    picks = rng.choice(positions, size=int(crops), replace=int(crops) > positions)
+    if count <= positions:
+        picks = rng.choice(positions, size=count, replace=False)
+    else:
+        picks = np.concatenate([np.repeat(np.arange(positions), count // positions),
+                                rng.choice(positions, size=count % positions, replace=False)])
     return np.sort(picks).astype(np.int64) * grid
 
 
 def plan_crops(lengths: Sequence[int] | np.ndarray, keys: Sequence[str], crop: int, crops: Crops, seed: int,
                grid: int = 1) -> list[np.ndarray]:
     return [crop_starts(int(n), crop, crops, seed, key, grid) for n, key in zip(lengths, keys)]
+
+
+def frame_geometry(model: CPCModel) -> Optional[tuple[int, int, int]]:
+    """(hop, first, span) of the encoder's z frames in input samples (frame t reads samples
+    [hop * t + first, hop * t + first + span)), or None when the encoder does not say."""
+    geometry = getattr(model.encoder, "layer_geometry", None)
+    if not callable(geometry):
+        return None
+    layers = geometry()
+    return (int(layers[-1][0]), int(layers[-1][1]), int(layers[-1][2])) if layers else None
+
+
+def crop_grid(model: CPCModel) -> int:
+    """Samples between the possible crop starts: the window in window mode, the encoder's
+    frame hop in frame mode, so that crops share windows or frames (1 when unknown)."""
+    if model.window is not None:
+        return model.window
+    geometry = frame_geometry(model)
+    return geometry[0] if geometry is not None else 1
 
 
 # ---------------------------------------------------------------- inference
@@ -213,15 +252,216 @@ def window_reuse(starts: Sequence[np.ndarray], crop: int, window: int) -> float:
     return sum(len(s) for s in starts) * steps / max(distinct, 1)
 
 
+class FramePlan(NamedTuple):
+    """How a frame-mode crop of `crop` samples splits into shared and own frames.
+
+    Frames [left, right) of a crop read only samples inside it (its interior): on a crop
+    starting at a multiple of `hop` they equal the frames of the whole file, so they are
+    taken from one pass over the file. Frames [0, left) and [right, frames) see the crop's
+    zero padding: they come from the crop's first `edge` samples (the prefix) and its last
+    `edge` samples (the suffix, whose frame t is the crop's frame t + shift)."""
+
+    hop: int
+    first: int
+    span: int
+    frames: int
+    left: int
+    right: int
+    edge: int
+    shift: int
+
+
+def frame_plan(model: CPCModel, crop: int) -> Optional[FramePlan]:
+    """The plan for sharing frames between crops, or None where it does not apply (window
+    mode, an encoder without a layer geometry, or crops without interior frames)."""
+    geometry = frame_geometry(model)
+    output_length = getattr(model.encoder, "output_length", None)
+    if model.window is not None or geometry is None or not callable(output_length):
+        return None
+    hop, first, span = geometry
+    frames = int(output_length(crop))
+    if hop < 1 or first > 0 or frames < 1:
+        return None
+    left = (-first + hop - 1) // hop  # the first frame that reads no padding on the left
+    right = min(frames, (crop - first - span) // hop + 1) if crop >= first + span else 0
+    if right <= left:
+        return None
+    prefix = hop * (left - 1) + first + span if left > 0 else 0  # frames [0, left) end by here
+    suffix = crop - hop * (right - left) if right < frames else 0  # starts on the frame grid
+    need = max(prefix, suffix)
+    shift = (crop - need) // hop if need else 0  # one length for both: they share a batch
+    return FramePlan(hop, first, span, frames, left, right, crop - hop * shift if need else 0, shift)
+
+
+def _phase_groups(starts: np.ndarray, hop: int) -> Iterator[np.ndarray]:
+    """Indices of the crops of one file that lie on one frame grid (start mod hop), in
+    pieces of at most SHARED_CROPS_PER_PASS crops (bounded memory for files with many)."""
+    phases = starts % hop
+    for phase in np.unique(phases):
+        members = np.flatnonzero(phases == phase)
+        for first in range(0, len(members), SHARED_CROPS_PER_PASS):
+            yield members[first : first + SHARED_CROPS_PER_PASS]
+
+
+def _needed_frames(frame_starts: np.ndarray, plan: FramePlan) -> np.ndarray:
+    """Boolean mask over the frames of a file (on one grid): those inside some crop's interior."""
+    edges = np.zeros(int(frame_starts.max()) + plan.right + 1, dtype=np.int64)
+    np.add.at(edges, frame_starts + plan.left, 1)
+    np.add.at(edges, frame_starts + plan.right, -1)
+    return np.cumsum(edges)[:-1] > 0
+
+
+def frame_reuse(starts: Sequence[np.ndarray], crop: int, plan: FramePlan) -> float:
+    """Samples encoded crop by crop / samples encoded with shared frames (the covered
+    frames once, plus each crop's edge slices): how much work sharing frames saves."""
+    shared = 0
+    for s in starts:
+        if len(s):
+            for members in _phase_groups(np.asarray(s), plan.hop):
+                frame_starts = (s[members] - s[members[0]] % plan.hop) // plan.hop
+                shared += int(_needed_frames(frame_starts, plan).sum()) * plan.hop
+                shared += len(members) * plan.edge * ((plan.left > 0) + (plan.right < plan.frames))
+    return sum(len(s) for s in starts) * crop / max(shared, 1)
+
+
+def _encode_slices(model: CPCModel, slices: list[np.ndarray], take: tuple[int, int], budget: int,
+                   device: torch.device) -> torch.Tensor:
+    """z frames [take[0], take[1]) of equally long waveform slices, encoded in batches of
+    about `budget` samples: [slices, take[1] - take[0], z_dim]."""
+    per_batch = max(1, budget // max(1, slices[0].size))
+    out = []
+    for first in range(0, len(slices), per_batch):
+        batch = torch.from_numpy(np.stack(slices[first : first + per_batch])).to(device)
+        out.append(model.encode(batch)[:, take[0] : take[1]])
+    return torch.cat(out)
+
+
+def _shared_frames(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                   files: list[int], crop: int, kind: str, batch_size: int, device: torch.device,
+                   plan: FramePlan, pool: str = "mean") -> torch.Tensor:
+    """Frame mode: the conv stack runs once over the frames the crops of a file cover (in
+    blocks of at most FRAME_BLOCK frames, each block's slice reaching as far as its frames'
+    receptive fields), and each crop's z is those frames plus its own edge frames."""
+    hop, left, right = plan.hop, plan.left, plan.right
+    budget = batch_size * crop  # samples per encoder call, as crop-by-crop batches
+    results: list[tuple[np.ndarray, torch.Tensor]] = []  # (row numbers, embeddings)
+    row_offset = 0
+    for f in files:
+        wave, file_starts = waves[f], np.asarray(starts[f])
+        for members in _phase_groups(file_starts, hop):
+            group_starts = file_starts[members]
+            phase = int(group_starts[0] % hop)
+            frame_starts = (group_starts - phase) // hop
+            needed = _needed_frames(frame_starts, plan)
+            # blocks of needed frames: [b0, b1) on this grid, cut at FRAME_BLOCK
+            change = np.flatnonzero(np.diff(np.concatenate([[0], needed.astype(np.int8), [0]])))
+            blocks = [(b0, min(b0 + FRAME_BLOCK, run_end)) for run_start, run_end in
+                      zip(change[::2], change[1::2]) for b0 in range(int(run_start), int(run_end), FRAME_BLOCK)]
+            by_length: dict[int, list[tuple[int, int]]] = {}
+            for b0, b1 in blocks:
+                padded = -(-(b1 - b0) // FRAME_QUANTUM) * FRAME_QUANTUM
+                by_length.setdefault(padded, []).append((b0, b1))
+            table = np.full(needed.size, -1, dtype=np.int64)  # frame on this grid -> row of `frames`
+            frames, count = [], 0
+            for padded, group in by_length.items():
+                # slice for frames [b0, b0 + padded): from frame b0 - left (its receptive
+                # field starts inside the file) to the end of the last frame's field
+                length = hop * (padded - 1 + left) + plan.first + plan.span
+                slices = []
+                for b0, _ in group:
+                    start = phase + hop * (b0 - left)
+                    piece = np.asarray(wave[start : start + length], dtype=np.float32)
+                    slices.append(np.pad(piece, (0, length - piece.size)))  # zeros past the end reach only unused frames
+                encoded = _encode_slices(model, slices, (left, left + padded), budget, device)
+                for (b0, b1), block in zip(group, encoded):
+                    table[b0:b1] = count + np.arange(b1 - b0)
+                    frames.append(block[: b1 - b0])
+                    count += b1 - b0
+            shared_z = torch.cat(frames)
+            interior = table[frame_starts[:, None] + np.arange(left, right)]  # [crops, right - left]
+            parts = [shared_z[torch.from_numpy(interior).to(device)]]
+            edge, n = plan.edge, len(group_starts)
+            slices = []  # the prefixes, then the suffixes, of the crops that have such edge frames
+            if left > 0:
+                slices += [np.asarray(wave[s : s + edge], dtype=np.float32) for s in group_starts]
+            if right < plan.frames:
+                slices += [np.asarray(wave[s + crop - edge : s + crop], dtype=np.float32) for s in group_starts]
+            if slices:
+                ends = _encode_slices(model, slices, (0, plan.frames - plan.shift), budget, device)
+                if left > 0:
+                    parts.insert(0, ends[:n, :left])
+                if right < plan.frames:
+                    parts.append(ends[-n:, right - plan.shift :])
+            z = torch.cat(parts, dim=1)  # [crops, frames, z_dim]
+            for first in range(0, len(z), batch_size):
+                chunk = z[first : first + batch_size]
+                c = None if kind == "z_mean" else model.contextualize(chunk)
+                results.append((row_offset + members[first : first + batch_size], pool_steps(chunk, c, kind, pool)))
+        row_offset += len(file_starts)
+    out = torch.empty((row_offset, results[0][1].shape[1]), dtype=results[0][1].dtype, device=results[0][1].device)
+    for rows, values in results:
+        out[torch.from_numpy(rows).to(out.device)] = values
+    return out
+
+
+def _sharing(model: CPCModel, crop: int, layer: Optional[str]) -> Optional[str]:
+    """Which shared encoding this model and crop allow: "window", "frame" or None."""
+    if layer is not None:
+        return None
+    if model.window is not None:
+        return "window" if crop % model.window == 0 else None
+    return "frame" if frame_plan(model, crop) is not None else None
+
+
+def sharing_reuse(model: CPCModel, starts: Sequence[np.ndarray], crop: int, layer: Optional[str] = None) -> float:
+    """How much encoder work sharing saves on these (distinct) crops; 0 where it does not apply."""
+    mode = _sharing(model, crop, layer)
+    if mode == "window":
+        return window_reuse(starts, crop, model.window or 1)
+    plan = frame_plan(model, crop) if mode == "frame" else None
+    return frame_reuse(starts, crop, plan) if plan is not None else 0.0
+
+
+def _run_shared(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                files: list[int], crop: int, kind: str, batch_size: int, device: torch.device,
+                pool: str = "mean") -> torch.Tensor:
+    if model.window is not None:
+        return _shared(model, waves, starts, files, crop, kind, batch_size, device, pool=pool)
+    plan = frame_plan(model, crop)
+    assert plan is not None  # checked by _sharing
+    return _shared_frames(model, waves, starts, files, crop, kind, batch_size, device, plan, pool)
+
+
+# model -> {(crop, kind): whether sharing is exact}: locality is a property of the
+# architecture, so a model is checked once, not on every call (e.g. per file in the API)
+_EXACTNESS: weakref.WeakKeyDictionary[CPCModel, dict[tuple[int, str], bool]] = weakref.WeakKeyDictionary()
+
+
 def _shared_is_exact(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                      crop: int, kind: str, device: torch.device) -> bool:
-    """Whether this model encodes windows independently (so sharing changes nothing):
-    checked on a few crops, because a custom encoder may normalise across a whole crop."""
-    first = next(i for i, s in enumerate(starts) if len(s))
-    probe = [np.asarray(s[:4]) if i == first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
-    a = _shared(model, waves, probe, [first], crop, kind, 4, device)
-    b = _direct(model, waves, probe, [first], crop, kind, 4, device)
-    return bool(torch.allclose(a, b, atol=1e-4, rtol=1e-3))
+    """Whether this model's encoder is local (so sharing changes nothing): checked on a few
+    crops, because an encoder may normalise across a whole crop (per-bin log-mel
+    standardisation, layer norm over time)."""
+    known = _EXACTNESS.setdefault(model, {})
+    if (crop, kind) not in known:
+        first = next(i for i, s in enumerate(starts) if len(s))
+        probe = [np.asarray(s[:4]) if i == first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+        a = _run_shared(model, waves, probe, [first], crop, kind, 4, device)
+        b = _direct(model, waves, probe, [first], crop, kind, 4, device)
+        known[(crop, kind)] = bool(torch.allclose(a, b, atol=1e-4, rtol=1e-3))
+    return known[(crop, kind)]
+
+
+def distinct_crops(starts: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """(each file's distinct starts, sorted; for every planned crop in file-then-start order,
+    the row of its distinct crop): repeated crops are embedded once."""
+    unique, rows, offset = [], [], 0
+    for s in starts:
+        values, inverse = np.unique(np.asarray(s, dtype=np.int64), return_inverse=True)
+        unique.append(values)
+        rows.append(inverse.reshape(-1) + offset)
+        offset += values.size
+    return unique, np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
 @torch.inference_mode()
@@ -232,24 +472,31 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
                 pool: str = "mean") -> tuple[np.ndarray, bool]:
     """Embed the crops `waves[f][s : s + crop]` for every file f and start s in `starts[f]`.
 
-    Returns (float32 [total crops, dim] in file-then-start order, whether the shared-window
-    path was used). `shared=None` uses it when crops share enough windows to pay off and
-    it gives the same numbers for this model. `layer` (a name from `CPCModel.hidden_states`)
-    embeds that layer's frames of each crop pooled with `pool`, crop by crop."""
+    Returns (float32 [total crops, dim] in file-then-start order, whether shared encoding
+    was used: shared windows in window mode, shared frames in frame mode). `shared=None`
+    uses it when crops share enough work to pay off and it gives the same numbers for this
+    model. A crop planned more than once is embedded once and its row repeated. `layer` (a
+    name from `CPCModel.hidden_states`) embeds that layer's frames of each crop pooled with
+    `pool`, crop by crop."""
     model.eval()
     device = next(model.parameters()).device
+    planned = starts
+    starts, row_of = distinct_crops(planned)
     counts = [len(s) for s in starts]
-    possible = model.window is not None and crop % model.window == 0 and layer is None
+    possible = _sharing(model, crop, layer) is not None
     if shared and not possible:
-        raise ValueError("shared window encoding needs window mode (crops of whole windows) and no layer")
+        raise ValueError("shared encoding needs window mode (crops of whole windows) or a frame "
+                         "encoder with a layer geometry, and no layer")
     if shared is None:
-        shared = possible and window_reuse(starts, crop, model.window or 1) >= MIN_WINDOW_REUSE
+        shared = possible and any(counts) and sharing_reuse(model, starts, crop, layer) >= MIN_WINDOW_REUSE
         if shared and not _shared_is_exact(model, waves, starts, crop, kind, device):
-            log.info("this model's encoder is not window-local: embedding crop by crop")
+            log.info("this model's encoder is not local (it normalises across a crop): embedding "
+                     "crop by crop")
             shared = False
+
     def run(files: list[int]) -> torch.Tensor:
         if shared:
-            return _shared(model, waves, starts, files, crop, kind, batch_size, device, pool=pool)
+            return _run_shared(model, waves, starts, files, crop, kind, batch_size, device, pool=pool)
         return _direct(model, waves, starts, files, crop, kind, batch_size, device, layer=layer, pool=pool)
 
     pieces = []
@@ -260,17 +507,20 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
             bar.update(len(files))
     if not pieces:
         return np.zeros((0, 0), dtype=np.float32), bool(shared)
-    return torch.cat(pieces).numpy().astype(np.float32, copy=False), bool(shared)
+    rows = torch.cat(pieces).numpy().astype(np.float32, copy=False)
+    return (rows if len(row_of) == len(rows) and np.array_equal(row_of, np.arange(len(rows)))
+            else rows[row_of]), bool(shared)
 
 
 def measure_embed_seconds(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                           crop: int, kind: str = "context", batch_size: int = 64,
                           shared: Optional[bool] = None, layer: Optional[str] = None,
                           pool: str = "mean") -> float:
-    """Estimated seconds to embed every planned crop: the first files' crops (about one
-    batch) are embedded and timed, and the time scaled to all crops."""
+    """Estimated seconds to embed every planned crop: the first files' distinct crops
+    (about one batch) are embedded and timed, and the time scaled to all distinct crops."""
     import time
 
+    starts = distinct_crops(starts)[0]
     counts = [len(s) for s in starts]
     total = sum(counts)
     first = next(_file_groups(counts, batch_size), [])
@@ -278,8 +528,8 @@ def measure_embed_seconds(model: CPCModel, waves: Sequence[np.ndarray], starts: 
         return 0.0
     probe = [s if i in first else np.zeros(0, np.int64) for i, s in enumerate(starts)]
     if shared is None:  # judge sharing on the whole plan, as the real run will
-        possible = model.window is not None and crop % model.window == 0 and layer is None
-        shared = possible and window_reuse(starts, crop, model.window or 1) >= MIN_WINDOW_REUSE
+        shared = (_sharing(model, crop, layer) is not None
+                  and sharing_reuse(model, starts, crop, layer) >= MIN_WINDOW_REUSE)
     started = time.perf_counter()
     embed_crops(model, waves, probe, crop, kind, batch_size, shared, layer=layer, pool=pool)
     seconds = time.perf_counter() - started
@@ -395,8 +645,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     corpus = report.corpus(labels=rule, crop_source=crop_source(config))
     names = [relative_name(p, root) for p in corpus.paths]
     file_labels = corpus.labels
-    grid = model.window or 1
-    starts = plan_crops(corpus.lengths, names, crop, crops, seed, grid)
+    starts = plan_crops(corpus.lengths, names, crop, crops, seed, crop_grid(model))
     waves = corpus.waves()  # opened on demand: no open file per recording
     if progress:  # the plan, with a measured estimate, before the long part
         seconds = measure_embed_seconds(model, waves, starts, crop, kind, batch_size, shared,
@@ -408,6 +657,12 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         hint = faster_crops_hint(seconds, crops, corpus.lengths.tolist(), crop)
         if hint:
             log.warning("embedding %d crops takes long: %s", total, hint)
+    distinct = sum(len(np.unique(s)) for s in starts)
+    repeated = sum(1 for s in starts if len(np.unique(s)) < len(s))
+    if repeated:
+        log.info("%d file(s) offer fewer crop starts on the %d-sample grid than %s crops: each distinct "
+                 "crop is embedded once and its row repeated (%d distinct of %d rows)", repeated,
+                 crop_grid(model), crops, distinct, sum(len(s) for s in starts))
     rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
                                     desc=f"embedding {split}", layer=layer, pool=pool)
     counts = [len(s) for s in starts]
@@ -425,7 +680,9 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         "crops": crops, "seed": seed,
         "rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "files": len(names),
         "sample_rate": sample_rate, "crop_samples": crop, "crop_seconds": crop / sample_rate,
-        "mode": config.model.mode, "shared_window_encoding": used_shared,
+        "mode": config.model.mode, "distinct_crops": distinct,
+        "shared_window_encoding": used_shared and config.model.mode == "window",
+        "shared_frame_encoding": used_shared and config.model.mode == "frame",
         "skipped_short": len(corpus.skipped_short), "skipped_unreadable": len(corpus.bad_files),
         "unlabelled_files": sum(1 for lab in file_labels if not lab),
         "labels": sorted({lab for lab in file_labels if lab}),

@@ -147,7 +147,7 @@ class Experiment:
         import numpy as np
         import torch
 
-        from audiocpc.evaluation.embed import (crop_length, default_crops, embedding_dim,
+        from audiocpc.evaluation.embed import (crop_grid, crop_length, default_crops, embedding_dim,
                                                faster_crops_hint, measure_embed_seconds, plan_crops)
         from audiocpc.evaluation.mfcc import mfcc_summary
         from audiocpc.models import build_cpc
@@ -171,7 +171,7 @@ class Experiment:
                     continue
                 crops = default_crops(split) if crops is None else crops
                 names, lengths = self._file_lengths(folder, config)
-                starts = plan_crops(lengths, names, crop, crops, opts.seed, model.window or 1)
+                starts = plan_crops(lengths, names, crop, crops, opts.seed, crop_grid(model))
                 usable = [i for i, s in enumerate(starts) if len(s)]
                 rows = sum(len(s) for s in starts)
                 # random audio of the files' lengths: the measurement needs shapes, not sounds
