@@ -587,6 +587,12 @@ def data_identity(data_dir: str | Path, extensions: Sequence[str]) -> dict[str, 
     return files_fingerprint(root, discover_audio_files(root, extensions))
 
 
+# The rule that places embedding crops; part of every split's recorded inputs, so embeddings
+# made under an older rule are redone instead of being mixed with new ones. 2: crops stay on
+# the model's grid (window or frame hop) and a repeated crop is embedded once.
+CROP_RULE = 2
+
+
 def embedding_inputs(model: dict[str, Any], data_dir: str | Path, extensions: Sequence[str], *,
                      split: str, crops: Crops, kind: str, seed: int, label_mode: str = "auto",
                      label_pattern: Optional[str] = None,
@@ -604,7 +610,7 @@ def embedding_inputs(model: dict[str, Any], data_dir: str | Path, extensions: Se
         "model": model,
         "data": data_identity(data_dir, extensions),
         "settings": {"split": split, "crops": crops, "kind": kind, "seed": seed, "labels": labels,
-                     "layer": layer, "pool": pool},
+                     "layer": layer, "pool": pool, "crop_rule": CROP_RULE},
     })
 
 
