@@ -176,6 +176,7 @@ def wav_truncation(path: str | Path, size: int) -> Optional[str]:
     return None
 
 
+SILENCE_PEAK = 1e-5  # -100 dBFS: nothing audible in the whole file
 # Rates outside this range are header damage, not audio (and would make resampling explode).
 LOWEST_RATE, HIGHEST_RATE = 100, 2_000_000
 # Float files may exceed full scale (1.0) a little; 60 dB above it is not a recording, and

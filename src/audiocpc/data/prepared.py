@@ -49,12 +49,12 @@ from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
-from audiocpc.data.audio import audio_facts, read_audio_with_facts, stream_audio
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
-from audiocpc.data.scan import (SILENCE_PEAK, DataReport, FileReport, Found, assemble_report,
+from audiocpc.data.prepared_shards import ShardTask, write_shard
+from audiocpc.data.scan import (DataReport, FileReport, Found, assemble_report,
                                 discover_recordings, scan_folder)
-from audiocpc.errors import AudioReadError, ConfigError, NoUsableAudioError
+from audiocpc.errors import ConfigError, NoUsableAudioError
 from audiocpc.fileio import atomic_write_text, disk_full_as
 
 log = logging.getLogger("audiocpc")
@@ -64,13 +64,8 @@ REPORT_NAME = "data_report.json"
 SHARD_FOLDER = "shards"
 FORMAT = "audiocpc-prepared"
 FORMAT_VERSION = 1
-FULL_SCALE = 32767  # int16 steps from zero to a file's peak (-32768 unused: symmetric)
 SHARD_BYTES = 1 << 30  # a worker's shard is closed once its source files reach this size
 MIN_SHARD_BYTES = 64 << 20  # below this, splitting a corpus over workers is not worth a process
-# Files of more samples (frames x channels) than this are decoded in blocks of BLOCK_FRAMES:
-# 8 Mi float32 samples is 32 MB, about 95 s of 44.1 kHz stereo.
-STREAM_SAMPLES = 1 << 23
-BLOCK_FRAMES = 1 << 20
 FACT_FIELDS = ("readable", "reason", "sample_rate", "channels", "format", "duration", "samples",
                "silent")
 
@@ -198,7 +193,7 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                     f"{shard}: shorter than its manifest says (cut short?); prepare the corpus "
                     "again (audiocpc prepare DATA --out CORPUS --force)")
             entry = ShardSlice(shard, int(row["offset"]), int(row["length"]), float(row["scale"]))
-        facts = {k: row.get(k) for k in FACT_FIELDS if k in row}
+        facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}
         files.append(FileReport(file=row["file"], **facts, duplicate_of=row.get("duplicate_of"),
                                 path=folder / row["file"], entry=entry))
     report = DataReport(str(folder), rate, min_samples / rate, files, join=join.mode,
@@ -209,82 +204,6 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
 
 
 # ---------------------------------------------------------------- writing
-
-
-def quantize(wave: np.ndarray, scale: float) -> np.ndarray:
-    """Float samples as int16 steps of `scale` (rounded to the nearest step)."""
-    steps = np.rint(np.asarray(wave, dtype=np.float64) / scale)
-    return np.clip(steps, -FULL_SCALE, FULL_SCALE).astype("<i2")
-
-
-def scale_for(peak: float) -> float:
-    """The int16 step of a file of this peak (any step for digital silence: it stays zero)."""
-    return peak / FULL_SCALE if peak > 0 else 1.0 / FULL_SCALE
-
-
-@dataclass(frozen=True)
-class _Task:
-    """One worker's share: consecutive original files, written end to end into one shard."""
-
-    number: int
-    paths: list[Path]
-    sample_rate: int
-    shard: Path
-
-
-def _pieces(path: Path, sample_rate: int) -> tuple[dict[str, Any], Any]:
-    """(facts, a function giving the float32 pieces at `sample_rate`; callable again)."""
-    facts = audio_facts(path)
-    if facts.frames * max(facts.channels, 1) <= STREAM_SAMPLES:
-        wave, facts = read_audio_with_facts(path, sample_rate)
-        return _facts(facts, wave.shape[0]), lambda: iter([wave])
-    # long: one streamed pass for the length and peak here, the caller streams again to write
-    facts, first = stream_audio(path, sample_rate, BLOCK_FRAMES)
-    samples, peak = 0, 0.0
-    for piece in first:
-        samples += piece.shape[0]
-        peak = max(peak, float(np.max(np.abs(piece))) if piece.size else 0.0)
-    return (_facts(facts, samples) | {"peak": peak},
-            lambda: stream_audio(path, sample_rate, BLOCK_FRAMES)[1])
-
-
-def _facts(facts: Any, samples: int) -> dict[str, Any]:
-    return {"readable": True, "sample_rate": facts.sample_rate, "channels": facts.channels,
-            "format": facts.format, "duration": facts.duration, "samples": samples}
-
-
-def _write_task(task: _Task) -> list[dict[str, Any]]:
-    """Decode the task's files into its shard: per file its facts and where it lies (or why
-    it cannot be read). Runs in a worker process; memory is one file (or block) at a time."""
-    results: list[dict[str, Any]] = []
-    written = 0
-    with open(task.shard, "wb") as out:
-        for path in task.paths:
-            try:
-                facts, pieces = _pieces(path, task.sample_rate)
-                peak = facts.pop("peak", None)
-                if peak is None:
-                    (wave,) = list(pieces())
-                    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-                scale = scale_for(peak)
-                length = 0
-                for piece in pieces():
-                    out.write(quantize(piece, scale).tobytes())
-                    length += piece.shape[0]
-                if length != facts["samples"]:  # changed between the two passes
-                    raise AudioReadError(path, "changed while it was being prepared; run again")
-            except (AudioReadError, MemoryError) as exc:
-                out.seek(written * 2)  # drop what was written of this file
-                out.truncate()
-                reason = exc.reason if isinstance(exc, AudioReadError) else "not enough memory"
-                results.append({"readable": False, "reason": reason})
-                continue
-            facts["silent"] = peak < SILENCE_PEAK
-            results.append(facts | {"offset": written, "length": length, "scale": scale})
-            written += length
-    if written == 0:
-        task.shard.unlink()
-    return results
 
 
 def _plan(originals: list[Found], workers: int, shard_bytes: int) -> list[list[Found]]:
@@ -365,13 +284,13 @@ def prepare_corpus(data_root: str | Path, out: str | Path, data: DataConfig, *,
 def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers: int,
                 shard_bytes: int, progress: bool) -> dict[int, tuple[dict[str, Any], Any]]:
     runs = _plan(originals, workers, shard_bytes)
-    tasks = [_Task(n, [item.path for item in run], sample_rate,
+    tasks = [ShardTask(n, [item.path for item in run], sample_rate,
                    partial / SHARD_FOLDER / f"shard-{n:05d}.bin") for n, run in enumerate(runs)]
     bar = tqdm(total=len(originals), desc="preparing audio", unit="file", disable=not progress,
                leave=False)
     inspected: dict[int, tuple[dict[str, Any], Any]] = {}
 
-    def record(task: _Task, run: list[Found], results: list[dict[str, Any]]) -> None:
+    def record(task: ShardTask, run: list[Found], results: list[dict[str, Any]]) -> None:
         relative = task.shard.relative_to(partial)
         for item, result in zip(run, results):
             place = None
@@ -384,10 +303,10 @@ def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers
     try:
         if workers == 1 or len(tasks) == 1:
             for task, run in zip(tasks, runs):
-                record(task, run, _write_task(task))
+                record(task, run, write_shard(task))
         else:  # spawn: a clean interpreter per worker (the parent may hold torch's threads)
             with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
-                for task, run, results in zip(tasks, runs, pool.map(_write_task, tasks)):
+                for task, run, results in zip(tasks, runs, pool.map(write_shard, tasks)):
                     record(task, run, results)
     finally:
         bar.close()

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
-from audiocpc.data.audio import (AudioFacts, audio_facts, check_readable, discover_audio_files,
+from audiocpc.data.audio import (SILENCE_PEAK, AudioFacts, audio_facts, check_readable, discover_audio_files,
                                  read_failure_reason, readable_stat, relative_name)
 from audiocpc.data.cache import AudioCache, expected_length, open_entry
 from audiocpc.data.corpus import NO_JOIN, OPEN_FILES, AudioCorpus, Join
@@ -41,7 +41,6 @@ from audiocpc.fileio import atomic_write_json, disk_full_as
 log = logging.getLogger("audiocpc")
 
 REPORT_NAME = "data_report.json"
-SILENCE_PEAK = 1e-5  # -100 dBFS: nothing audible in the whole file
 SHOWN_NAMES = 5  # how many file names a message lists
 SCAN_CACHE_VERSION = 1
 PRIVATE_FIELDS = ("path", "entry")  # a FileReport's handles for the corpus, not in the JSON
