@@ -147,6 +147,19 @@ def test_many_recordings_keep_one_map_per_shard_open(tmp_path: Path) -> None:
         assert len(os.listdir("/proc/self/fd")) - fds <= 1
 
 
+def test_a_prepared_corpus_sent_to_a_loader_process_reopens_its_shards(tmp_path: Path) -> None:
+    import pickle
+
+    source = _mixed_folder(tmp_path / "audio")
+    data = _data(tmp_path)
+    corpus = prepare_corpus(source, tmp_path / "corpus", data, workers=1, progress=False).corpus()
+    before = CropSampler(corpus, 8000, 4, seed=1).batch(0)
+    assert corpus.open_count == 1
+    copy = pickle.loads(pickle.dumps(corpus))  # what a DataLoader worker receives
+    assert copy.open_count == 0  # no map travels; each process maps the shards itself
+    assert np.array_equal(CropSampler(copy, 8000, 4, seed=1).batch(0), before)
+
+
 def test_a_failed_prepare_leaves_nothing_and_a_killed_ones_folder_is_swept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = _mixed_folder(tmp_path / "audio")

@@ -235,7 +235,7 @@ def _sweep_partials(out: Path) -> None:
     prefix = _partial_prefix(out)
     for candidate in out.parent.glob(prefix + "*"):
         try:
-            pid = int(candidate.name[len(prefix):])
+            pid = int(candidate.name[len(prefix):].split(".")[0])  # PID, or PID.old
             os.kill(pid, 0)
         except ProcessLookupError:
             shutil.rmtree(candidate, ignore_errors=True)
@@ -335,7 +335,7 @@ def _move_into_place(partial: Path, out: Path) -> None:
     if not out.exists():
         os.replace(partial, out)
         return
-    old = out.parent / f"{_partial_prefix(out)}old-{os.getpid()}"
+    old = out.parent / f"{_partial_prefix(out)}{os.getpid()}.old"
     os.replace(out, old)
     os.replace(partial, out)
     shutil.rmtree(old, ignore_errors=True)
