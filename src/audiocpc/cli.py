@@ -53,7 +53,13 @@ def _train_config(args: argparse.Namespace):  # -> Config
     preset = args.preset
     if preset == "auto":
         from audiocpc.data.auto_preset import choose_preset
+        from audiocpc.data.prepared import is_prepared
 
+        if is_prepared(args.data):  # its rate was fixed by the preset it was prepared with
+            from audiocpc.errors import ConfigError
+
+            raise ConfigError(f"--preset auto: {args.data} is a prepared corpus; give the preset "
+                              "it was prepared with (e.g. --preset clips or recordings)")
         preset, reason = choose_preset(args.data)
         print(reason, file=sys.stderr)
     return load_config(preset, overrides)

@@ -190,6 +190,8 @@ def test_prepare_refuses_to_overwrite_and_reading_it_at_another_rate_names_the_f
     header = json.loads((out / MANIFEST_NAME).read_text().splitlines()[0])
     assert header["sample_rate"] == 8000 and header["files"] == 11
     assert main(args + ["--force"]) == 0
+    assert main(["train", "--preset", "auto", "--data", str(out), "--out", str(tmp_path)]) == 2
+    assert "give the preset it was prepared with" in capsys.readouterr().err
     assert main(["check-data", str(out), "--preset", "1dconv_gru", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prepared at 8000 Hz" in err[0] and "data.sample_rate=8000" in err[0]
