@@ -81,6 +81,14 @@ def test_prepared_corpus_gives_the_crops_of_its_folder_up_to_int16_rounding(
     assert a["too_short"] == (0 if overrides else 1)  # joined into its group's sequence
     assert [f.file for f in folder_report.files] == [f.file for f in corpus_report.files]
     assert [f.reason for f in folder_report.files] == [f.reason for f in corpus_report.files]
+    # the symlinked duplicate is stored once: its row points at its original's samples
+    rows = {r["file"]: r for r in prepared.read_manifest(tmp_path / "corpus")[1]}
+    dup, original = rows["0_a_0_dup.wav"], rows["0_a_0.wav"]
+    assert dup["duplicate_of"] == "0_a_0.wav"
+    assert (dup["shard"], dup["offset"]) == (original["shard"], original["offset"])
+    stored = sum(r["length"] for r in rows.values() if r.get("shard") and not r["duplicate_of"])
+    shard_bytes = sum(p.stat().st_size for p in (tmp_path / "corpus" / "shards").iterdir())
+    assert shard_bytes == 2 * stored
 
     rule = training_label_rule(data)
     from_folder, from_corpus = folder_report.corpus(labels=rule), corpus_report.corpus(labels=rule)
