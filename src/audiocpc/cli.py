@@ -53,7 +53,7 @@ def _train_config(args: argparse.Namespace):  # -> Config
     preset = args.preset
     if preset == "auto":
         from audiocpc.data.auto_preset import choose_preset
-        from audiocpc.data.prepared import is_prepared
+        from audiocpc.data.prepared_shards import is_prepared
 
         if is_prepared(args.data):  # its rate was fixed by the preset it was prepared with
             from audiocpc.errors import ConfigError
@@ -91,7 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
     from audiocpc.data.audio import any_audio_file
-    from audiocpc.data.prepared import is_prepared
+    from audiocpc.data.prepared_shards import is_prepared
     from audiocpc.errors import ConfigError, NoUsableAudioError
 
     if not Path(folder).is_dir():

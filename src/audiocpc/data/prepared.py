@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from audiocpc.config import DataConfig
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
-from audiocpc.data.prepared_shards import ShardTask, write_shard
+from audiocpc.data.prepared_shards import MANIFEST_NAME, ShardTask, is_prepared, write_shard
 from audiocpc.data.scan import (DataReport, FileReport, Found, assemble_report,
                                 discover_recordings, scan_folder)
 from audiocpc.errors import ConfigError, NoUsableAudioError
@@ -59,7 +59,6 @@ from audiocpc.fileio import atomic_write_text, disk_full_as
 
 log = logging.getLogger("audiocpc")
 
-MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "data_report.json"
 SHARD_FOLDER = "shards"
 FORMAT = "audiocpc-prepared"
@@ -68,11 +67,6 @@ SHARD_BYTES = 1 << 30  # a worker's shard is closed once its source files reach 
 MIN_SHARD_BYTES = 64 << 20  # below this, splitting a corpus over workers is not worth a process
 FACT_FIELDS = ("readable", "reason", "sample_rate", "channels", "format", "duration", "samples",
                "silent")
-
-
-def is_prepared(folder: str | Path) -> bool:
-    """Whether `folder` is a prepared corpus (holds a manifest)."""
-    return (Path(folder) / MANIFEST_NAME).is_file()
 
 
 def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = None,

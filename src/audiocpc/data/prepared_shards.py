@@ -1,5 +1,6 @@
-"""Writing one shard of a prepared corpus (data/prepared.py owns the format; this is its
-writing half, kept free of torch so that decoding worker processes start in a moment).
+"""The torch-free half of the prepared-corpus format (data/prepared.py owns the format):
+recognising a prepared corpus (so the command line can answer before torch loads) and
+writing one shard (so decoding worker processes start in a moment).
 
 A shard holds little-endian int16 samples, files end to end; each file is scaled to its own
 peak (sample = int16 x scale, scale = peak / FULL_SCALE).
@@ -16,6 +17,7 @@ import numpy as np
 from audiocpc.data.audio import SILENCE_PEAK, audio_facts, read_audio_with_facts, stream_audio
 from audiocpc.errors import AudioReadError
 
+MANIFEST_NAME = "manifest.jsonl"
 FULL_SCALE = 32767  # int16 steps from zero to a file's peak (-32768 unused: symmetric)
 # Files of more samples (frames x channels) than this are decoded in blocks of BLOCK_FRAMES:
 # 8 Mi float32 samples is 32 MB, about 95 s of 44.1 kHz stereo.
@@ -32,6 +34,11 @@ def quantize(wave: np.ndarray, scale: float) -> np.ndarray:
 def scale_for(peak: float) -> float:
     """The int16 step of a file of this peak (any step for digital silence: it stays zero)."""
     return peak / FULL_SCALE if peak > 0 else 1.0 / FULL_SCALE
+
+
+def is_prepared(folder: str | Path) -> bool:
+    """Whether `folder` is a prepared corpus (holds a manifest)."""
+    return (Path(folder) / MANIFEST_NAME).is_file()
 
 
 @dataclass(frozen=True)
