@@ -53,7 +53,13 @@ def _train_config(args: argparse.Namespace):  # -> Config
     preset = args.preset
     if preset == "auto":
         from audiocpc.data.auto_preset import choose_preset
+        from audiocpc.data.prepared_shards import is_prepared
 
+        if is_prepared(args.data):  # its rate was fixed by the preset it was prepared with
+            from audiocpc.errors import ConfigError
+
+            raise ConfigError(f"--preset auto: {args.data} is a prepared corpus; give the preset "
+                              "it was prepared with (e.g. --preset clips or recordings)")
         preset, reason = choose_preset(args.data)
         print(reason, file=sys.stderr)
     return load_config(preset, overrides)
@@ -85,12 +91,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
     from audiocpc.data.audio import any_audio_file
+    from audiocpc.data.prepared_shards import is_prepared
     from audiocpc.errors import ConfigError, NoUsableAudioError
 
     if not Path(folder).is_dir():
         raise ConfigError(f"--data: data folder not found: {folder} (give an existing folder of "
                           "audio files)")
-    if not any_audio_file(folder, extensions):
+    if not is_prepared(folder) and not any_audio_file(folder, extensions):
         raise NoUsableAudioError(
             f"no audio files with extensions {', '.join(extensions)} found below {folder} "
             "(set data.extensions to the formats you have)")
@@ -250,13 +257,13 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     from audiocpc.presets import load_config
 
     config = load_config(args.preset, args.overrides)
-    from audiocpc.data.scan import scan_folder
+    from audiocpc.data.prepared import open_data
     from audiocpc.training.preflight import data_folder_problems
 
     problems = data_folder_problems(args.data_dir)
     if problems:
         raise ConfigError(problems)
-    report = scan_folder(args.data_dir, config.data, progress=not args.quiet)
+    report = open_data(args.data_dir, config.data, progress=not args.quiet)
     if args.all:
         for f in report.files:
             state = ("usable" if f.usable else "too short") if f.readable else f"unreadable: {f.reason}"
@@ -272,6 +279,27 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     report.check(config.data.on_bad_file,
                  advice=lambda r: crop_advice(config, [f.samples for f in r.files if f.readable]))
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from audiocpc.data.prepared import prepare_corpus
+    from audiocpc.errors import ConfigError
+    from audiocpc.presets import load_config
+    from audiocpc.training.preflight import data_folder_problems
+
+    config = load_config(args.preset, args.overrides)
+    problems = data_folder_problems(args.data_dir)
+    if problems:
+        raise ConfigError(problems)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: {args.workers}; give 1 or more processes")
+    report = prepare_corpus(args.data_dir, args.out, config.data, workers=args.workers,
+                            force=args.force, progress=not args.quiet)
+    print("\n".join(report.summary_lines()))
+    report.check(config.data.on_bad_file)
+    print(f"prepared corpus: {args.out} ({config.data.sample_rate} Hz int16 shards; give it as "
+          "--data to train, embed and run)")
     return 0
 
 
@@ -407,6 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list every file, not only the summary")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_check_data)
+
+    p = sub.add_parser("prepare", help="decode a data folder once into a sharded corpus (int16 shards + manifest)")
+    p.add_argument("data_dir", metavar="DIR", help="folder of audio files (searched recursively)")
+    _add_config_options(p)
+    p.add_argument("--out", required=True, metavar="CORPUS", help="folder to write the prepared corpus to")
+    p.add_argument("--workers", type=int, help="decoding processes (default: CPU cores, at most 8)")
+    p.add_argument("--force", action="store_true", help="replace a prepared corpus already at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_prepare)
 
     p = sub.add_parser("config", help="show presets and resolved configurations")
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -13,7 +13,7 @@ import stat as statmod
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -176,6 +176,7 @@ def wav_truncation(path: str | Path, size: int) -> Optional[str]:
     return None
 
 
+SILENCE_PEAK = 1e-5  # -100 dBFS: nothing audible in the whole file
 # Rates outside this range are header damage, not audio (and would make resampling explode).
 LOWEST_RATE, HIGHEST_RATE = 100, 2_000_000
 # Float files may exceed full scale (1.0) a little; 60 dB above it is not a recording, and
@@ -205,29 +206,17 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 def read_audio_with_facts(path: str | Path, sample_rate: int) -> tuple[np.ndarray, AudioFacts]:
     """`read_audio`, plus the header facts from the same open (no second look at the file)."""
-    size = check_readable(path)
-    truncated = wav_truncation(path, size)
-    if truncated:
-        raise AudioReadError(path, truncated)
+    _check_whole(path)
     try:
         # a bytes path: names that are not valid UTF-8 still open
         with sf.SoundFile(os.fsencode(path)) as handle:
-            facts = AudioFacts(int(handle.samplerate), int(handle.channels),
-                               f"{handle.format} {handle.subtype}", int(handle.frames))
+            facts = _facts_of(handle)
             data = handle.read(dtype="float32", always_2d=True)
         file_rate = facts.sample_rate
     except Exception as exc:
         raise AudioReadError(path, read_failure_reason(exc)) from None
-    if data.shape[1] == 0:
-        raise AudioReadError(path, "the file has no audio channels")
-    if not LOWEST_RATE <= file_rate <= HIGHEST_RATE:
-        raise AudioReadError(path, f"implausible sample rate {file_rate} Hz in the header")
-    if not np.all(np.isfinite(data)):
-        raise AudioReadError(path, "the file contains NaN or infinite samples")
-    peak = float(np.max(np.abs(data))) if data.size else 0.0
-    if peak > MAX_SAMPLE_MAGNITUDE:
-        raise AudioReadError(path, f"samples as large as {peak:.3g} (full scale is 1.0; a float "
-                             f"file above {MAX_SAMPLE_MAGNITUDE:g} is not audio, or is damaged)")
+    _check_header(path, facts)
+    _check_samples(path, data)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if file_rate != sample_rate and mono.size:
         try:
@@ -235,6 +224,74 @@ def read_audio_with_facts(path: str | Path, sample_rate: int) -> tuple[np.ndarra
         except Exception as exc:
             raise AudioReadError(path, f"cannot resample from {file_rate} Hz: {exc}") from None
     return np.ascontiguousarray(mono, dtype=np.float32), facts
+
+
+def _check_whole(path: str | Path) -> None:
+    """A readable file, not cut short (libsndfile would read a truncated WAV silently)."""
+    size = check_readable(path)
+    truncated = wav_truncation(path, size)
+    if truncated:
+        raise AudioReadError(path, truncated)
+
+
+def _facts_of(handle: sf.SoundFile) -> AudioFacts:
+    return AudioFacts(int(handle.samplerate), int(handle.channels),
+                      f"{handle.format} {handle.subtype}", int(handle.frames))
+
+
+def _check_header(path: str | Path, facts: AudioFacts) -> None:
+    if facts.channels == 0:
+        raise AudioReadError(path, "the file has no audio channels")
+    if not LOWEST_RATE <= facts.sample_rate <= HIGHEST_RATE:
+        raise AudioReadError(path, f"implausible sample rate {facts.sample_rate} Hz in the header")
+
+
+def _check_samples(path: str | Path, data: np.ndarray) -> None:
+    """Decoded samples (of the whole file or a block of it) that are audio."""
+    if data.shape[1] == 0:
+        raise AudioReadError(path, "the file has no audio channels")
+    if not np.all(np.isfinite(data)):
+        raise AudioReadError(path, "the file contains NaN or infinite samples")
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioReadError(path, f"samples as large as {peak:.3g} (full scale is 1.0; a float "
+                             f"file above {MAX_SAMPLE_MAGNITUDE:g} is not audio, or is damaged)")
+
+
+def stream_audio(path: str | Path, sample_rate: int,
+                 block_frames: int = 1 << 20) -> tuple[AudioFacts, Iterator[np.ndarray]]:
+    """`read_audio_with_facts` in blocks, for files too long to decode whole: the facts, and
+    the float32 mono samples at `sample_rate` in consecutive pieces (soxr's streaming
+    resampler gives the same samples and length as resampling the whole file). Memory is a
+    few blocks whatever the file's length; every problem is an AudioReadError."""
+    _check_whole(path)
+    try:
+        with sf.SoundFile(os.fsencode(path)) as handle:
+            facts = _facts_of(handle)
+    except Exception as exc:
+        raise AudioReadError(path, read_failure_reason(exc)) from None
+    _check_header(path, facts)
+
+    def pieces() -> Iterator[np.ndarray]:
+        resampler = (soxr.ResampleStream(facts.sample_rate, sample_rate, 1, dtype="float32",
+                                         quality="HQ")
+                     if facts.sample_rate != sample_rate else None)
+        try:
+            with sf.SoundFile(os.fsencode(path)) as handle:
+                for block in handle.blocks(blocksize=block_frames, dtype="float32",
+                                           always_2d=True):
+                    _check_samples(path, block)
+                    mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                    mono = np.ascontiguousarray(mono, dtype=np.float32)
+                    yield mono if resampler is None else resampler.resample_chunk(mono, last=False)
+                if resampler is not None:
+                    yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        except AudioReadError:
+            raise
+        except Exception as exc:
+            raise AudioReadError(path, read_failure_reason(exc)) from None
+
+    return facts, pieces()
 
 
 def relative_name(path: str | Path, root: str | Path) -> str:

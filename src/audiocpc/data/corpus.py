@@ -9,7 +9,10 @@ sequences, as an index of (file, offset) segments: no audio is copied. A crop ne
 a sequence's end, so it never mixes two groups.
 
 The decoded copies are memory-mapped on demand through a small LRU (`open_files` maps,
-default 64), so a corpus of any number of files keeps a bounded number of files open.
+default 64), so a corpus of any number of files keeps a bounded number of files open. A
+prepared corpus (data/prepared.py) gives each file as a slice of a few large shards instead:
+its entries open themselves through `ShardMaps`, one memory map per shard, whatever the
+number of recordings.
 
 The crops of training step s are drawn from `numpy.random.default_rng([seed, 0, s])`:
 the batch of a step does not depend on what came before, so a resumed run sees exactly the
@@ -24,7 +27,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +92,37 @@ class Join:
 NO_JOIN = Join()
 
 
+class ShardMaps:
+    """The shards of a prepared corpus a process has memory-mapped: at most `limit` at once
+    (least recently used closed first), each opened by the entry that needs it."""
+
+    def __init__(self, limit: int = OPEN_FILES):
+        self.limit = max(limit, 1)
+        self._maps: "OrderedDict[Path, np.ndarray]" = OrderedDict()
+
+    def get(self, shard: Path, opener: Callable[[], np.ndarray]) -> np.ndarray:
+        found = self._maps.get(shard)
+        if found is not None:
+            self._maps.move_to_end(shard)
+            return found
+        opened = self._maps[shard] = opener()
+        while len(self._maps) > self.limit:
+            self._maps.popitem(last=False)
+        return opened
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def __getstate__(self) -> dict:
+        return {"limit": self.limit, "_maps": OrderedDict()}  # reopened in each worker process
+
+
+class SelfOpeningEntry(Protocol):
+    """A decoded copy that is not a cache file (a slice of a prepared corpus's shard)."""
+
+    def open(self, shards: ShardMaps) -> Any: ...
+
+
 @dataclass
 class AudioCorpus:
     """Decoded files at one sample rate, kept as cache entries and opened on demand, and
@@ -97,7 +131,7 @@ class AudioCorpus:
     root: Path
     sample_rate: int
     paths: list[Path]
-    entries: list[Path]
+    entries: list[Any]  # cache entries (Path) or SelfOpeningEntry (prepared corpora)
     lengths: np.ndarray  # samples per file
     skipped_short: list[Path] = field(default_factory=list)
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
@@ -122,6 +156,7 @@ class AudioCorpus:
             self._offsets.append(starts.astype(np.int64))
             lengths.append(int(sizes.sum()) + self.gap_samples * (len(members) - 1))
         self.sequence_lengths = np.asarray(lengths, dtype=np.int64)
+        self._shards = ShardMaps(self.open_files)
     standardize: bool = False  # each file scaled to zero mean, unit variance (data.standardize)
     _stats: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
 
@@ -131,6 +166,9 @@ class AudioCorpus:
     def wave(self, index: int) -> np.ndarray:
         """File `index`, memory-mapped; at most `open_files` maps stay open (least recently
         used closed first), so the number of recordings sets no open-file ceiling."""
+        entry = self.entries[index]
+        if not isinstance(entry, Path):  # a shard slice: a view of a shared map, nothing to keep
+            return entry.open(self._shards)
         found = self._maps.get(index)
         if found is not None:
             self._maps.move_to_end(index)
@@ -147,7 +185,7 @@ class AudioCorpus:
 
     @property
     def open_count(self) -> int:
-        return len(self._maps)
+        return len(self._maps) + len(self._shards)
 
     def recording(self, index: int) -> Any:
         """File `index` as the model sees it, to slice crops from: the decoded audio, or with

@@ -23,13 +23,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
-from audiocpc.data.audio import (AudioFacts, audio_facts, check_readable, discover_audio_files,
+from audiocpc.data.audio import (SILENCE_PEAK, AudioFacts, audio_facts, check_readable, discover_audio_files,
                                  read_failure_reason, readable_stat, relative_name)
 from audiocpc.data.cache import AudioCache, expected_length, open_entry
 from audiocpc.data.corpus import NO_JOIN, OPEN_FILES, AudioCorpus, Join
@@ -41,7 +41,6 @@ from audiocpc.fileio import atomic_write_json, disk_full_as
 log = logging.getLogger("audiocpc")
 
 REPORT_NAME = "data_report.json"
-SILENCE_PEAK = 1e-5  # -100 dBFS: nothing audible in the whole file
 SHOWN_NAMES = 5  # how many file names a message lists
 SCAN_CACHE_VERSION = 1
 PRIVATE_FIELDS = ("path", "entry")  # a FileReport's handles for the corpus, not in the JSON
@@ -65,7 +64,8 @@ class FileReport:
     group: Optional[str] = None  # its group, with data.join=group
     sequence: Optional[int] = None  # the joined sequence it is part of, with data.join
     path: Optional[Path] = field(default=None, repr=False, compare=False)
-    entry: Optional[Path] = field(default=None, repr=False, compare=False)
+    # its decoded copy: a cache entry (Path), or a slice of a prepared corpus's shard
+    entry: Optional[Any] = field(default=None, repr=False, compare=False)
 
     @property
     def original(self) -> bool:
@@ -300,7 +300,7 @@ class DataReport:
         files = [self.files[i] for i in used]
         root = Path(self.root)
         paths: list[Path] = []
-        entries: list[Path] = []
+        entries: list[Any] = []
         for f in files:
             assert f.path is not None and f.entry is not None
             paths.append(f.path)
@@ -402,7 +402,7 @@ def _scan_cache_file(cache: AudioCache, root: Path, sample_rate: int) -> Path:
 
 
 @dataclass
-class _Found:
+class Found:
     """One discovered path after its one stat: who it is, or why it cannot be used."""
 
     path: Path
@@ -415,6 +415,24 @@ class _Found:
         return None if self.stat is None else (self.stat.st_dev, self.stat.st_ino)
 
 
+def discover_recordings(root: str | Path, extensions: Sequence[str]) -> list[Found]:
+    """Every audio file below `root`, each after its one stat: readable or why not, and for a
+    link (or hard link) to a file found before it, the index of that original."""
+    found: list[Found] = []
+    first_of: dict[tuple[int, int], int] = {}
+    for path in discover_audio_files(Path(root), extensions):  # the first name is the original
+        try:
+            item = Found(path, stat=readable_stat(path))
+        except AudioReadError as exc:
+            item = Found(path, reason=exc.reason)
+        if item.identity is not None:
+            item.original = first_of.setdefault(item.identity, len(found))
+            if item.original == len(found):
+                item.original = None
+        found.append(item)
+    return found
+
+
 def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] = None,
                 progress: bool = True, join: Optional[Join] = None) -> DataReport:
     """Discover and inspect every audio file below `root` once: each distinct recording is
@@ -424,10 +442,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     data.join) holds a crop of `min_samples` (default data.crop_samples). Never raises for
     a bad file; a missing folder is a ConfigError."""
     root = Path(root)
-    min_samples = data.crop_samples if min_samples is None else min_samples
-    join_from_config = join is None
-    join = Join.from_config(data) if join is None else join
-    paths = discover_audio_files(root, data.extensions)
+    found = discover_recordings(root, data.extensions)
     cache = AudioCache(data.cache_dir)
     sample_rate = data.sample_rate
     cache_file = _scan_cache_file(cache, root, sample_rate)
@@ -436,20 +451,7 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
     except (OSError, ValueError):
         known = {}
 
-    found: list[_Found] = []
-    first_of: dict[tuple[int, int], int] = {}
-    for path in paths:  # one stat each; the first name of a recording is its original
-        try:
-            item = _Found(path, stat=readable_stat(path))
-        except AudioReadError as exc:
-            item = _Found(path, reason=exc.reason)
-        if item.identity is not None:
-            item.original = first_of.setdefault(item.identity, len(found))
-            if item.original == len(found):
-                item.original = None
-        found.append(item)
-
-    def one(item: _Found) -> tuple[dict[str, Any], Optional[Path], bool]:
+    def one(item: Found) -> tuple[dict[str, Any], Optional[Path], bool]:
         assert item.stat is not None
         try:
             entry = cache.entry(item.path, sample_rate, item.stat)
@@ -469,8 +471,33 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
                                 desc="scanning audio", unit="file", disable=not progress,
                                 leave=False)))
 
-    files: list[FileReport] = []
     remembered: dict[str, Any] = {}
+    for item in originals:
+        facts, entry, cacheable = results[id(item)]
+        if cacheable:
+            assert item.stat is not None
+            remembered[os.fsdecode(item.path.absolute())] = {"stamp": _stamp(item.stat),
+                                                             "facts": facts}
+    if remembered != known:
+        try:
+            _write_json(cache_file, remembered)
+        except (OSError, DiskFullError) as exc:  # a read-only or full cache only costs speed
+            log.debug("could not write the scan cache %s: %s", cache_file, exc)
+    inspected = {key: (facts, entry) for key, (facts, entry, _) in results.items()}
+    return assemble_report(root, data, found, inspected, min_samples, join)
+
+
+def assemble_report(root: str | Path, data: DataConfig, found: list[Found],
+                    inspected: dict[int, tuple[dict[str, Any], Any]],
+                    min_samples: Optional[int] = None, join: Optional[Join] = None) -> DataReport:
+    """The report of a scan: `found` from `discover_recordings`, `inspected` the facts and
+    decoded copy (`entry`) of each original, keyed by id(found item). Shared by the folder
+    scan and `audiocpc prepare`, so both say the same about the same folder."""
+    root = Path(root)
+    min_samples = data.crop_samples if min_samples is None else min_samples
+    join_from_config = join is None
+    join = Join.from_config(data) if join is None else join
+    files: list[FileReport] = []
     for item in found:
         name = _display_name(item.path, root)
         if item.stat is None:
@@ -483,18 +510,11 @@ def scan_folder(root: str | Path, data: DataConfig, min_samples: Optional[int] =
             files.append(FileReport(file=name, **facts, duplicate_of=source.file, path=item.path,
                                     entry=source.entry))
             continue
-        facts, entry, cacheable = results[id(item)]
+        facts, entry = inspected[id(item)]
         files.append(FileReport(file=name, **facts, path=item.path,
                                 entry=entry if facts.get("readable") else None))
-        if cacheable:
-            remembered[os.fsdecode(item.path.absolute())] = {"stamp": _stamp(item.stat),
-                                                             "facts": facts}
-    if remembered != known:
-        try:
-            _write_json(cache_file, remembered)
-        except (OSError, DiskFullError) as exc:  # a read-only or full cache only costs speed
-            log.debug("could not write the scan cache %s: %s", cache_file, exc)
-    report = DataReport(str(root), sample_rate, min_samples / sample_rate, files, join=join.mode,
+    report = DataReport(str(root), data.sample_rate,
+                        min_samples / data.sample_rate, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),
                         join_plan=join, joinable=join_from_config,
                         standardize=data.standardize)

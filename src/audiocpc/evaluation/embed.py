@@ -49,7 +49,7 @@ from audiocpc.models import CPCModel
 from audiocpc.models.hidden import POOLS, pool_frames
 from audiocpc.training.estimate import format_duration
 from audiocpc.training.restore import RestoredRun, restore_run
-from audiocpc.data.scan import scan_folder
+from audiocpc.data.prepared import is_prepared, manifest_files, open_data
 
 log = logging.getLogger("audiocpc")
 
@@ -584,7 +584,8 @@ def _as_run(run_dir_or_model: Any, random_init: bool, device: str | torch.device
 def data_identity(data_dir: str | Path, extensions: Sequence[str]) -> dict[str, Any]:
     """The audio files below `data_dir` as they are now (paths, sizes, modification times)."""
     root = Path(data_dir)
-    return files_fingerprint(root, discover_audio_files(root, extensions))
+    files = manifest_files(root) if is_prepared(root) else discover_audio_files(root, extensions)
+    return files_fingerprint(root, files)
 
 
 # The rule that places embedding crops; part of every split's recorded inputs, so embeddings
@@ -646,7 +647,7 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
                               label_pattern=label_pattern, labels_csv=labels_csv, layer=layer,
                               pool=pool)
     # the one data path; each file on its own (data.join is for training crops only)
-    report = scan_folder(root, config.data, crop, progress=progress, join=NO_JOIN)
+    report = open_data(root, config.data, crop, progress=progress, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
     corpus = report.corpus(labels=rule, crop_source=crop_source(config))
     names = [relative_name(p, root) for p in corpus.paths]

@@ -106,12 +106,12 @@ class Experiment:
         decodes into the cache that embedding then reads)."""
         from audiocpc.data.corpus import NO_JOIN
         from audiocpc.data.labels import label_rule
-        from audiocpc.data.scan import scan_folder
+        from audiocpc.data.prepared import open_data
         from audiocpc.evaluation.embed import crop_length
 
         opts = self.options
         rule = label_rule(opts.label_mode, opts.label_pattern, opts.labels_csv)
-        report = scan_folder(self.embed_train, config.data, crop_length(config),
+        report = open_data(self.embed_train, config.data, crop_length(config),
                              progress=opts.progress, join=NO_JOIN)
         report.check(config.data.on_bad_file)
         # printed (with a warning for an implausible guess) before hours of training
@@ -128,8 +128,11 @@ class Experiment:
     def _file_lengths(self, folder: Path, config: Any) -> tuple[list[str], list[int]]:
         """Names and lengths (samples at the model's rate, from the file headers only)."""
         from audiocpc.data.audio import audio_info, discover_audio_files, relative_name
+        from audiocpc.data.prepared import is_prepared, prepared_lengths
         from audiocpc.errors import AudioReadError
 
+        if is_prepared(folder):
+            return prepared_lengths(folder)
         names, lengths = [], []
         for path in discover_audio_files(folder, config.data.extensions):
             try:

@@ -29,7 +29,7 @@ from audiocpc.training.checkpoint import load_checkpoint, save_checkpoint
 from audiocpc.config import Config
 from audiocpc.data.corpus import AudioCorpus, CropSampler
 from audiocpc.data.labels import training_label_rule
-from audiocpc.data.scan import scan_folder
+from audiocpc.data.prepared import open_data
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure,
                                   local_cuda_index)
@@ -477,7 +477,7 @@ class Trainer:
         """The one data path: scan the folder (cached), write data_report.json, stop if
         nothing is usable, and make the corpus (labels and joined sequences) from the scan."""
         data = self.config.data
-        report = scan_folder(self.data_dir, data, progress=self.progress and self.dist.is_main)
+        report = open_data(self.data_dir, data, progress=self.progress and self.dist.is_main)
         if self.dist.is_main:
             path = report.write(self.folder.data_report_path)
             lines = report.summary_lines()

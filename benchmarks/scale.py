@@ -1,0 +1,237 @@
+"""Data at scale: `audiocpc prepare` and training on prepared corpora of generated audio.
+
+    .venv/bin/python benchmarks/scale.py --tiny-files 200000 --hours 10 --long-hours 10 \
+        --work /tmp/scale --json benchmarks/results_scale.json
+
+Three corpora, generated (never stored in the repository) under --work:
+
+- tiny: --tiny-files clips of 0.3 s at 16 kHz (PCM_16 WAV), levels from -60 to -6 dBFS;
+- hours: --hours of 60 s files at 44.1 kHz stereo (resampled and mixed down by prepare);
+- long: one file of --long-hours at 44.1 kHz mono (streamed in blocks by prepare).
+
+For each (0 skips one): the generation time, `prepare` time (its worker processes), disk
+per audio hour of the shards against the float32 cache the folder path writes (4 bytes a
+sample plus a 128-byte .npy header per file: computed, not written), peak RSS of prepare
+(parent and workers), then a short `train` with the `clips` preset (16 kHz, 0.25 s crops,
+N=32) on the prepared corpus: its peak RSS, the most files it held open (sampled every
+20 ms from /proc/self/fd), training steps/s, and the crops/s the data pipeline alone
+delivers (CropSampler batches of the same corpus) against the crops/s training consumes.
+The int16 error of the tiny corpus is measured against the float32 decode of 200 files
+(largest error relative to each file's peak, and the SNR against the file's RMS). Every
+phase runs in a fresh process, so each peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+TINY_SECONDS = 0.3
+HOURS_FILE_SECONDS = 60.0
+
+
+def _signal(rng: np.random.Generator, samples: int, rate: int, level: float) -> np.ndarray:
+    t = np.arange(samples) / rate
+    tone = np.sin(2 * np.pi * rng.uniform(100, 2000) * t + rng.uniform(0, 6.28))
+    return (level * (0.7 * tone + 0.3 * rng.standard_normal(samples))).astype(np.float32)
+
+
+def generate(kind: str, folder: Path, amount: float) -> float:
+    """Write one corpus; seconds it took."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "tiny":
+        for i in range(int(amount)):
+            sub = folder / f"{i // 1000:04d}"
+            if i % 1000 == 0:
+                sub.mkdir(exist_ok=True)
+            level = 10 ** (rng.uniform(-60, -6) / 20)
+            sf.write(sub / f"clip{i:07d}.wav", _signal(rng, int(TINY_SECONDS * 16000), 16000, level),
+                     16000, subtype="PCM_16")
+    elif kind == "hours":
+        for i in range(int(np.ceil(amount * 3600 / HOURS_FILE_SECONDS))):
+            n = int(HOURS_FILE_SECONDS * 44100)
+            wave = _signal(rng, n, 44100, 0.2)
+            sf.write(folder / f"rec{i:05d}.wav", np.stack([wave, 0.5 * wave], axis=1), 44100,
+                     subtype="PCM_16")
+    else:  # one long file, written in blocks (never whole in memory)
+        block = 44100 * 60
+        with sf.SoundFile(folder / "long.wav", "w", 44100, 1, subtype="PCM_16") as out:
+            for _ in range(int(np.ceil(amount * 60))):
+                out.write(_signal(rng, block, 44100, 0.2))
+    return time.perf_counter() - start
+
+
+def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+class OpenFiles:
+    """The most file descriptors this process held, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.most, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, len(os.listdir("/proc/self/fd")))
+            time.sleep(0.02)
+
+    def __enter__(self) -> "OpenFiles":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def phase_prepare(source: Path, corpus: Path, workers: int) -> dict[str, Any]:
+    from audiocpc import load_config
+    from audiocpc.data.prepared import prepare_corpus, read_manifest
+
+    data = load_config("clips").data
+    start = time.perf_counter()
+    report = prepare_corpus(source, corpus, data, workers=workers, force=True, progress=False)
+    seconds = time.perf_counter() - start
+    rows = read_manifest(corpus)[1]
+    samples = sum(r["length"] for r in rows if r.get("shard") and r.get("duplicate_of") is None)
+    hours = samples / data.sample_rate / 3600
+    shard_bytes = sum(p.stat().st_size for p in (corpus / "shards").iterdir())
+    files = sum(1 for r in rows if r.get("shard") and r.get("duplicate_of") is None)
+    float32_bytes = 4 * samples + 128 * files
+    return {"files": len(report.files), "audio_hours": hours, "prepare_seconds": seconds,
+            "shards": len(list((corpus / "shards").iterdir())),
+            "shard_mb_per_hour": shard_bytes / 1e6 / hours,
+            "float32_cache_mb_per_hour": float32_bytes / 1e6 / hours,
+            "manifest_mb": (corpus / "manifest.jsonl").stat().st_size / 1e6,
+            "prepare_peak_rss_mib": _peak_rss_mib(),
+            "worker_peak_rss_mib": _peak_rss_mib(resource.RUSAGE_CHILDREN)}
+
+
+def phase_int16_error(source: Path, corpus: Path) -> dict[str, Any]:
+    from audiocpc import load_config
+    from audiocpc.data.audio import read_audio
+    from audiocpc.data.prepared import open_data
+
+    data = load_config("clips").data
+    prepared = open_data(corpus, data).corpus()
+    worst, snrs = 0.0, []
+    for i in np.linspace(0, len(prepared) - 1, min(200, len(prepared))).astype(int):
+        name = prepared.paths[i].relative_to(corpus)
+        exact = read_audio(source / name, data.sample_rate)
+        error = prepared.wave(int(i))[:] - exact
+        worst = max(worst, float(np.abs(error).max() / np.abs(exact).max()))
+        snrs.append(10 * np.log10(np.mean(exact.astype(np.float64) ** 2) / max(np.mean(error.astype(np.float64) ** 2), 1e-30)))
+    return {"int16_max_error_of_peak": worst, "int16_snr_db_min": float(min(snrs)),
+            "int16_snr_db_median": float(np.median(snrs))}
+
+
+def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
+    from audiocpc import load_config
+    from audiocpc.data.corpus import CropSampler
+    from audiocpc.data.prepared import open_data
+    from audiocpc.training.trainer import train
+
+    config = load_config("clips", [f"output.dir={out}", "output.name=scale", "train.epochs=1",
+                                   f"train.steps_per_epoch={steps}", "train.validation_crops=8",
+                                   "train.threads=2"])
+    with OpenFiles() as fds:
+        start = time.perf_counter()
+        result = train(config, corpus, force=True, progress=False)
+        train_seconds = time.perf_counter() - start
+    step_seconds = float(result.history[-1]["seconds"]) / steps
+    corpus_data = open_data(corpus, config.data).corpus()
+    sampler = CropSampler(corpus_data, config.data.crop_samples, config.data.N, seed=0)
+    start = time.perf_counter()
+    batches = 0
+    while time.perf_counter() - start < 3.0:
+        sampler.batch(batches)
+        batches += 1
+    delivered = batches * config.data.N / (time.perf_counter() - start)
+    consumed = config.data.N / step_seconds
+    return {"train_seconds_total": train_seconds, "train_step_seconds": step_seconds,
+            "train_peak_rss_mib": _peak_rss_mib(), "train_max_open_files": fds.most,
+            "crops_per_s_delivered": delivered, "crops_per_s_consumed": consumed,
+            "data_headroom": delivered / consumed}
+
+
+def _phase(args: list[str]) -> dict[str, Any]:
+    found = subprocess.run([sys.executable, __file__, "--phase", *args], check=True,
+                           capture_output=True, text=True)
+    return json.loads(found.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict[str, Any]:
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout
+        except OSError:
+            return ""
+    model = next((line.split(":", 1)[1].strip() for line in run("lscpu").splitlines()
+                  if line.startswith("Model name")), platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "uptime": run("uptime").strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny-files", type=int, default=200_000)
+    parser.add_argument("--hours", type=float, default=10.0)
+    parser.add_argument("--long-hours", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per corpus")
+    parser.add_argument("--work", default="/tmp/audiocpc-scale", help="where corpora are generated")
+    parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    if args.phase:
+        name, *rest = args.phase
+        if name == "prepare":
+            out = phase_prepare(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        elif name == "error":
+            out = phase_int16_error(Path(rest[0]), Path(rest[1]))
+        else:
+            out = phase_train(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        print(json.dumps(out))
+        return
+    work = Path(args.work)
+    results: dict[str, Any] = {"machine_before": machine(), "settings": vars(args) | {"phase": None}}
+    for kind, amount in (("tiny", args.tiny_files), ("hours", args.hours), ("long", args.long_hours)):
+        if not amount:
+            continue
+        source, corpus = work / f"{kind}-source", work / f"{kind}-corpus"
+        shutil.rmtree(source, ignore_errors=True)
+        row: dict[str, Any] = {"generate_seconds": generate(kind, source, amount)}
+        row |= _phase(["prepare", str(source), str(corpus), str(args.workers)])
+        if kind == "tiny":
+            row |= _phase(["error", str(source), str(corpus)])
+        row |= _phase(["train", str(corpus), str(work / f"{kind}-runs"), str(args.steps)])
+        results[kind] = row
+        print(kind, json.dumps(row, indent=1), flush=True)
+        if not args.keep:
+            shutil.rmtree(source, ignore_errors=True)
+            shutil.rmtree(corpus, ignore_errors=True)
+    results["machine_after"] = machine()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""A prepared corpus: a data folder decoded once into a few large int16 shards and one
+manifest. The one owner of this format (writing it, reading it, recognising it).
+
+    audiocpc prepare DATA --out CORPUS      # scan, decode, resample, write; atomically
+    audiocpc train --data CORPUS ...        # the same report, corpus and crops as --data DATA
+
+Layout of CORPUS:
+
+    manifest.jsonl     line 1: {"format": "audiocpc-prepared", "version", "sample_rate", ...}
+                       then one line per file of the scan, in the scan's order: the scan's facts
+                       (file, readable, reason, sample_rate, channels, format, duration, samples,
+                       silent, duplicate_of), group and label as they were at prepare time, and
+                       where its samples are: shard, offset, length (samples), scale
+    shards/shard-NNNNN.bin   little-endian int16 samples at the corpus's rate, files end to end
+    data_report.json   the data report (the same as `check-data` prints)
+
+Samples are stored as int16 scaled per file to its own peak (sample = int16 * scale, scale =
+peak / 32767): a quiet recording keeps all 16 bits, and the error is at most half a step,
+peak / 65534 (-96 dB below the file's peak), against 4 bytes per sample in the float32 cache.
+
+A file is decoded whole when short, in blocks when long (`audio.stream_audio`: two passes,
+one for the peak, one to write), in worker processes that each write their own shard, so
+memory stays a few blocks per worker whatever the files' lengths. Everything is written
+into a hidden sibling folder and renamed into place at the end: a killed prepare leaves no
+half corpus (its partial folder is removed by the next prepare on this machine).
+
+Reading opens one memory map per shard (data/corpus.py `ShardMaps`), so a corpus of a
+million recordings trains with a handful of open files. `open_data` is the one entry for
+train, embed, check-data and run: a prepared corpus (recognised by its manifest) or a folder
+(`scan_folder`). Labels, groups and usability are worked out again from the names and
+lengths with the settings of the command that reads it, exactly as for the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from numpy.typing import DTypeLike
+from tqdm.auto import tqdm
+
+from audiocpc.config import DataConfig
+from audiocpc.data.corpus import Join, ShardMaps
+from audiocpc.data.labels import assign_labels, training_label_rule
+from audiocpc.data.prepared_shards import MANIFEST_NAME, ShardTask, is_prepared, write_shard
+from audiocpc.data.scan import (DataReport, FileReport, Found, assemble_report,
+                                discover_recordings, scan_folder)
+from audiocpc.errors import ConfigError, NoUsableAudioError
+from audiocpc.fileio import atomic_write_text, disk_full_as
+
+log = logging.getLogger("audiocpc")
+
+REPORT_NAME = "data_report.json"
+SHARD_FOLDER = "shards"
+FORMAT = "audiocpc-prepared"
+FORMAT_VERSION = 1
+SHARD_BYTES = 1 << 30  # a worker's shard is closed once its source files reach this size
+MIN_SHARD_BYTES = 64 << 20  # below this, splitting a corpus over workers is not worth a process
+FACT_FIELDS = ("readable", "reason", "sample_rate", "channels", "format", "duration", "samples",
+               "silent")
+
+
+def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = None,
+              progress: bool = True, join: Optional[Join] = None) -> DataReport:
+    """The data report of `root`, a prepared corpus or a folder of audio: the one way in for
+    train, embed, check-data and run (`report.check(...)`, then `report.corpus(...)`)."""
+    if is_prepared(root):
+        return load_prepared(root, data, min_samples, join)
+    return scan_folder(root, data, min_samples, progress=progress, join=join)
+
+
+# ---------------------------------------------------------------- reading
+
+
+class ScaledInt16:
+    """A file's int16 samples in a shard, read as float32 (x scale) when sliced; nothing is
+    copied until then. Behaves like the 1-D float32 array of the decoded file."""
+
+    ndim = 1
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, samples: np.ndarray, scale: float):
+        self.base, self.scale = samples, np.float32(scale)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.base.size)
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0])
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
+        return np.asarray(self.base[index], dtype=np.float32) * self.scale
+
+    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass(frozen=True)
+class ShardSlice:
+    """Where one file's samples are: `length` int16 samples from sample `offset` of `shard`."""
+
+    shard: Path
+    offset: int
+    length: int
+    scale: float
+
+    def open(self, shards: ShardMaps) -> ScaledInt16:
+        samples = shards.get(self.shard, lambda: _map_shard(self.shard))
+        return ScaledInt16(samples[self.offset : self.offset + self.length], self.scale)
+
+
+def _map_shard(shard: Path) -> np.ndarray:
+    try:
+        return np.memmap(shard, dtype="<i2", mode="r")
+    except (OSError, ValueError) as exc:
+        raise NoUsableAudioError(
+            f"{shard}: a shard of this prepared corpus cannot be read ({exc}); prepare the "
+            "corpus again (audiocpc prepare DATA --out CORPUS --force)") from None
+
+
+def read_manifest(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, one row per file) of a prepared corpus; a damaged manifest is one clear error."""
+    path = Path(folder) / MANIFEST_NAME
+    fix = "prepare the corpus again (audiocpc prepare DATA --out CORPUS --force)"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [json.loads(line) for line in handle if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable manifest ({exc}); {fix}") from None
+    if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
+        raise ConfigError(f"{path}: not an audiocpc prepared-corpus manifest; {fix}")
+    header = lines[0]
+    if header.get("version") != FORMAT_VERSION:
+        raise ConfigError(f"{path}: prepared-corpus format version {header.get('version')}, "
+                          f"this audiocpc reads version {FORMAT_VERSION}; {fix}")
+    if len(lines) - 1 != header.get("files"):
+        raise ConfigError(f"{path}: {len(lines) - 1} file rows where the header says "
+                          f"{header.get('files')} (cut short?); {fix}")
+    return header, lines[1:]
+
+
+def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[int] = None,
+                  join: Optional[Join] = None) -> DataReport:
+    """The data report of a prepared corpus, as `scan_folder` gives it for the source folder
+    (usable files, sequences and labels follow the settings given now). Reads no audio."""
+    folder = Path(folder)
+    header, rows = read_manifest(folder)
+    rate = int(header["sample_rate"])
+    if rate != data.sample_rate:
+        raise ConfigError(
+            f"data.sample_rate: {folder} was prepared at {rate} Hz but the settings ask for "
+            f"{data.sample_rate} Hz; use --set data.sample_rate={rate}, or prepare the source "
+            "again with this preset (audiocpc prepare DATA --out CORPUS --preset ...)")
+    min_samples = data.crop_samples if min_samples is None else min_samples
+    join_from_config = join is None
+    join = Join.from_config(data) if join is None else join
+    shard_sizes: dict[str, int] = {}
+    files: list[FileReport] = []
+    for row in rows:
+        entry = None
+        if row.get("shard"):
+            shard = folder / row["shard"]
+            if row["shard"] not in shard_sizes:
+                try:
+                    shard_sizes[row["shard"]] = shard.stat().st_size // 2
+                except OSError:
+                    raise NoUsableAudioError(
+                        f"{shard}: a shard of this prepared corpus is missing; prepare the corpus "
+                        "again (audiocpc prepare DATA --out CORPUS --force)") from None
+            if row["offset"] + row["length"] > shard_sizes[row["shard"]]:
+                raise NoUsableAudioError(
+                    f"{shard}: shorter than its manifest says (cut short?); prepare the corpus "
+                    "again (audiocpc prepare DATA --out CORPUS --force)")
+            entry = ShardSlice(shard, int(row["offset"]), int(row["length"]), float(row["scale"]))
+        facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}
+        files.append(FileReport(file=row["file"], **facts, duplicate_of=row.get("duplicate_of"),
+                                path=folder / row["file"], entry=entry))
+    report = DataReport(str(folder), rate, min_samples / rate, files, join=join.mode,
+                        min_samples=min_samples, extensions=tuple(data.extensions),
+                        join_plan=join, joinable=join_from_config, standardize=data.standardize)
+    report._mark_usable()
+    return report
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _plan(originals: list[Found], workers: int, shard_bytes: int) -> list[list[Found]]:
+    """Consecutive runs of files, each at most `shard_bytes` of source files (a longer file
+    is a run of its own), and small enough that every worker gets several."""
+    sizes = [item.stat.st_size if item.stat else 0 for item in originals]
+    target = max(1, min(shard_bytes, max(MIN_SHARD_BYTES, sum(sizes) // max(4 * workers, 1))))
+    runs: list[list[Found]] = []
+    current: list[Found] = []
+    total = 0
+    for item, size in zip(originals, sizes):
+        if current and total + size > target:
+            runs.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += size
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-{socket.gethostname()}-"
+
+
+def _sweep_partials(out: Path) -> None:
+    """Remove the partial folders of prepares of `out` killed on this machine (their process
+    is gone); another machine's, which may still be running, are left alone."""
+    prefix = _partial_prefix(out)
+    for candidate in out.parent.glob(prefix + "*"):
+        try:
+            pid = int(candidate.name[len(prefix):].split(".")[0])  # PID, or PID.old
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(candidate, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def prepare_corpus(data_root: str | Path, out: str | Path, data: DataConfig, *,
+                   workers: Optional[int] = None, shard_bytes: int = SHARD_BYTES,
+                   force: bool = False, progress: bool = True) -> DataReport:
+    """Decode every recording below `data_root` once (at data.sample_rate, mono) into the
+    prepared corpus `out`, and return its data report (read back from `out`). Nothing is
+    written at `out` until the whole corpus is complete."""
+    root, out = Path(data_root), Path(out)
+    if out.exists():
+        if not is_prepared(out) and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"--out: {out} exists and is not a prepared corpus; give a new "
+                              "folder")
+        if is_prepared(out) and not force:
+            raise ConfigError(f"--out: {out} already holds a prepared corpus; give --force to "
+                              "replace it, or another --out")
+    if root.resolve() == out.resolve():
+        raise ConfigError(f"--out: {out} is the data folder itself; give a new folder")
+    found = discover_recordings(root, data.extensions)
+    originals = [item for item in found if item.stat is not None and item.original is None]
+    workers = max(1, workers or min(8, os.cpu_count() or 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_partials(out)
+    partial = out.parent / f"{_partial_prefix(out)}{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / SHARD_FOLDER).mkdir(parents=True)
+    try:
+        with disk_full_as(partial, "free space, or give --out on a bigger disk"):
+            inspected = _decode_all(originals, partial, data.sample_rate, workers, shard_bytes,
+                                    progress)
+            report = assemble_report(root, data, found, inspected)
+            _write_manifest(partial, report, data)
+            report.write(partial / REPORT_NAME)
+        _move_into_place(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return load_prepared(out, data)
+
+
+def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers: int,
+                shard_bytes: int, progress: bool) -> dict[int, tuple[dict[str, Any], Any]]:
+    runs = _plan(originals, workers, shard_bytes)
+    tasks = [ShardTask(n, [item.path for item in run], sample_rate,
+                   partial / SHARD_FOLDER / f"shard-{n:05d}.bin") for n, run in enumerate(runs)]
+    bar = tqdm(total=len(originals), desc="preparing audio", unit="file", disable=not progress,
+               leave=False)
+    inspected: dict[int, tuple[dict[str, Any], Any]] = {}
+
+    def record(task: ShardTask, run: list[Found], results: list[dict[str, Any]]) -> None:
+        relative = task.shard.relative_to(partial)
+        for item, result in zip(run, results):
+            place = None
+            if result.get("readable"):
+                place = {"shard": relative.as_posix(), "offset": result.pop("offset"),
+                         "length": result.pop("length"), "scale": result.pop("scale")}
+            inspected[id(item)] = (result, place)
+        bar.update(len(run))
+
+    try:
+        if workers == 1 or len(tasks) == 1:
+            for task, run in zip(tasks, runs):
+                record(task, run, write_shard(task))
+        else:  # spawn: a clean interpreter per worker (the parent may hold torch's threads)
+            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
+                for task, run, results in zip(tasks, runs, pool.map(write_shard, tasks)):
+                    record(task, run, results)
+    finally:
+        bar.close()
+    return inspected
+
+
+def _write_manifest(partial: Path, report: DataReport, data: DataConfig) -> None:
+    names = [report._name(f) for f in report.files]
+    rule = training_label_rule(data)
+    labels = assign_labels(names, rule) if rule is not None else [None] * len(names)
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "sample_rate": report.sample_rate,
+              "sample_format": "int16 x scale (per file)", "source": os.path.abspath(report.root),
+              "files": len(report.files), "shards": sorted(p.name for p in (partial / SHARD_FOLDER).iterdir())}
+    lines = [json.dumps(header)]
+    for f, label in zip(report.files, labels):
+        row: dict[str, Any] = {"file": f.file}
+        row.update({k: getattr(f, k) for k in FACT_FIELDS})
+        row.update({"duplicate_of": f.duplicate_of, "group": f.group, "label": label})
+        row.update(f.entry or {})
+        lines.append(json.dumps(row))
+    atomic_write_text(partial / MANIFEST_NAME, "\n".join(lines) + "\n")
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the finished corpus to `out` (replacing an old prepared corpus there)."""
+    if not out.exists():
+        os.replace(partial, out)
+        return
+    old = out.parent / f"{_partial_prefix(out)}{os.getpid()}.old"
+    os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+
+def manifest_files(folder: str | Path) -> list[Path]:
+    """The files a prepared corpus is made of (its manifest and shards), for fingerprints
+    of what an embedding was made from."""
+    folder = Path(folder)
+    return [folder / MANIFEST_NAME, *sorted((folder / SHARD_FOLDER).glob("shard-*.bin"))]
+
+
+def prepared_lengths(folder: str | Path) -> tuple[list[str], list[int]]:
+    """(names, samples at the corpus's rate) of the readable recordings, from the manifest."""
+    rows = read_manifest(folder)[1]
+    kept = [r for r in rows if r.get("readable") and r.get("duplicate_of") is None]
+    return [r["file"] for r in kept], [int(r["samples"]) for r in kept]

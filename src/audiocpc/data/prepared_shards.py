@@ -1,0 +1,106 @@
+"""The torch-free half of the prepared-corpus format (data/prepared.py owns the format):
+recognising a prepared corpus (so the command line can answer before torch loads) and
+writing one shard (so decoding worker processes start in a moment).
+
+A shard holds little-endian int16 samples, files end to end; each file is scaled to its own
+peak (sample = int16 x scale, scale = peak / FULL_SCALE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiocpc.data.audio import SILENCE_PEAK, audio_facts, read_audio_with_facts, stream_audio
+from audiocpc.errors import AudioReadError
+
+MANIFEST_NAME = "manifest.jsonl"
+FULL_SCALE = 32767  # int16 steps from zero to a file's peak (-32768 unused: symmetric)
+# Files of more samples (frames x channels) than this are decoded in blocks of BLOCK_FRAMES:
+# 8 Mi float32 samples is 32 MB, about 95 s of 44.1 kHz stereo.
+STREAM_SAMPLES = 1 << 23
+BLOCK_FRAMES = 1 << 20
+
+
+def quantize(wave: np.ndarray, scale: float) -> np.ndarray:
+    """Float samples as int16 steps of `scale` (rounded to the nearest step)."""
+    steps = np.rint(np.asarray(wave, dtype=np.float64) / scale)
+    return np.clip(steps, -FULL_SCALE, FULL_SCALE).astype("<i2")
+
+
+def scale_for(peak: float) -> float:
+    """The int16 step of a file of this peak (any step for digital silence: it stays zero)."""
+    return peak / FULL_SCALE if peak > 0 else 1.0 / FULL_SCALE
+
+
+def is_prepared(folder: str | Path) -> bool:
+    """Whether `folder` is a prepared corpus (holds a manifest)."""
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One worker's share: consecutive original files, written end to end into one shard."""
+
+    number: int
+    paths: list[Path]
+    sample_rate: int
+    shard: Path
+
+
+def _pieces(path: Path, sample_rate: int) -> tuple[dict[str, Any], Any]:
+    """(facts, a function giving the float32 pieces at `sample_rate`; callable again)."""
+    facts = audio_facts(path)
+    if facts.frames * max(facts.channels, 1) <= STREAM_SAMPLES:
+        wave, facts = read_audio_with_facts(path, sample_rate)
+        return _facts(facts, wave.shape[0]), lambda: iter([wave])
+    # long: one streamed pass for the length and peak here, the caller streams again to write
+    facts, first = stream_audio(path, sample_rate, BLOCK_FRAMES)
+    samples, peak = 0, 0.0
+    for piece in first:
+        samples += piece.shape[0]
+        peak = max(peak, float(np.max(np.abs(piece))) if piece.size else 0.0)
+    return (_facts(facts, samples) | {"peak": peak},
+            lambda: stream_audio(path, sample_rate, BLOCK_FRAMES)[1])
+
+
+def _facts(facts: Any, samples: int) -> dict[str, Any]:
+    return {"readable": True, "sample_rate": facts.sample_rate, "channels": facts.channels,
+            "format": facts.format, "duration": facts.duration, "samples": samples}
+
+
+def write_shard(task: ShardTask) -> list[dict[str, Any]]:
+    """Decode the task's files into its shard: per file its facts and where it lies (or why
+    it cannot be read). Runs in a worker process; memory is one file (or block) at a time."""
+    results: list[dict[str, Any]] = []
+    written = 0
+    with open(task.shard, "wb") as out:
+        for path in task.paths:
+            try:
+                facts, pieces = _pieces(path, task.sample_rate)
+                peak = facts.pop("peak", None)
+                if peak is None:
+                    (wave,) = list(pieces())
+                    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+                scale = scale_for(peak)
+                length = 0
+                for piece in pieces():
+                    out.write(quantize(piece, scale).tobytes())
+                    length += piece.shape[0]
+                if length != facts["samples"]:  # changed between the two passes
+                    raise AudioReadError(path, "changed while it was being prepared; run again")
+            except (AudioReadError, MemoryError) as exc:
+                out.seek(written * 2)  # drop what was written of this file
+                out.truncate()
+                reason = exc.reason if isinstance(exc, AudioReadError) else "not enough memory"
+                results.append({"readable": False, "reason": reason})
+                continue
+            facts["silent"] = peak < SILENCE_PEAK
+            results.append(facts | {"offset": written, "length": length, "scale": scale})
+            written += length
+    if written == 0:
+        task.shard.unlink()
+    return results
