@@ -17,7 +17,7 @@ import math
 import re
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, cast
 
@@ -31,8 +31,8 @@ from audiocpc.data.corpus import AudioCorpus, CropSampler
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.scan import scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
-                                  distributed_session, effective_lr, is_collective_failure,
-                                  local_cuda_index)
+                                  distributed_session, effective_lr, is_collective_failure)
+from audiocpc.training.device import local_cuda_index
 from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
                              RunExistsError)
 from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
@@ -42,6 +42,7 @@ from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
+from audiocpc.training.state import EpochMeter
 from audiocpc.training.validation import ValidationSet, split_corpus
 from audiocpc.training import resume_rules
 
@@ -78,28 +79,6 @@ def build_optimizer(model: torch.nn.Module, config: Config,
     if t.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=t.weight_decay)
-
-
-@dataclass
-class EpochMeter:
-    """Running sums for the current epoch (saved in checkpoints so resume is exact)."""
-
-    loss_sum: float = 0.0
-    accuracy_sums: list[float] = field(default_factory=list)
-    steps: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-
-    def add(self, loss: float, accuracy: list[float]) -> None:
-        if not self.accuracy_sums:
-            self.accuracy_sums = [0.0] * len(accuracy)
-        self.loss_sum += loss
-        self.accuracy_sums = [s + a for s, a in zip(self.accuracy_sums, accuracy)]
-        self.steps += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum, "accuracy_sums": list(self.accuracy_sums),
-                "steps": self.steps, "skipped": self.skipped, "seconds": self.seconds}
 
 
 @dataclass
