@@ -21,7 +21,7 @@ import torch
 from audiocpc import load_config
 from audiocpc.evaluation.embed import crop_length, embed_crops, plan_crops
 from audiocpc.models import build_cpc
-from audiocpc.training.restore import pick_device
+from audiocpc.training.device import resolve_device
 
 
 def timed(work, device: torch.device) -> tuple[float, np.ndarray]:
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.preset)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     model = build_cpc(config).to(device).eval()
     rate = config.data.sample_rate

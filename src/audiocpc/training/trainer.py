@@ -32,7 +32,7 @@ from audiocpc.data.labels import training_label_rule
 from audiocpc.data.scan import scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure)
-from audiocpc.training.device import local_cuda_index
+from audiocpc.training.device import resolve_device
 from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
                              RunExistsError)
 from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
@@ -139,7 +139,8 @@ class Trainer:
         self.progress = progress
         self.force = force
         self.dist = dist
-        self.device = self._device()
+        self.device = resolve_device(config.train.device, local_rank=dist.local_rank,
+                                     setting="train.device")
         self._resume_changes: list[resume_rules.Change] = []  # safe changes, found on rank 0
         self._resume_payload = self._read_resume_payload(resume, force)
 
@@ -218,22 +219,6 @@ class Trainer:
         # Its own process group: its backward collectives never interleave with DDP's.
         group = torch.distributed.new_group(backend=self.dist.backend)
         return functools.partial(self.dist.gather_negative_bank, group=group)
-
-    def _device(self) -> torch.device:
-        name = self.config.train.device
-        if name == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda", local_cuda_index(self.dist.local_rank))
-            return torch.device("cpu")
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            from audiocpc.errors import ConfigError
-
-            raise ConfigError("train.device: cuda was asked for but no CUDA device is available "
-                              "(use --set train.device=auto or cpu)")
-        if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
-            return torch.device("cuda", local_cuda_index(self.dist.local_rank))
-        return device
 
     @property
     def total_steps(self) -> int:
