@@ -4,28 +4,29 @@ A run lives in `<output.dir>/cpc/<name>/`: config.yaml (the resolved configurati
 checkpoint.pt (everything needed to resume exactly), losses.npy (mean loss per epoch) and
 history.csv (one row per epoch). A run resumed from its checkpoint continues with the same
 batches, negatives and dropout masks as a run that never stopped.
+
+The jobs around the loop live beside it: state.py (TrainState: step, epoch records, the
+generators of every rank), device.py (resolve_device), run_folder.py (the files),
+resume_rules.py (what --resume may change), stop.py (Ctrl-C and SIGTERM) and
+distributed.py (the process group).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
 import logging
 import math
 import re
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, cast
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiocpc.training.checkpoint import load_checkpoint, save_checkpoint
+from audiocpc.training.checkpoint import save_checkpoint
 from audiocpc.config import Config
 from audiocpc.data.corpus import AudioCorpus, CropSampler
 from audiocpc.data.labels import training_label_rule
@@ -33,13 +34,13 @@ from audiocpc.data.scan import scan_folder
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure)
 from audiocpc.training.device import resolve_device
-from audiocpc.errors import (AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError,
-                             RunExistsError)
-from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
+from audiocpc.errors import AudiocpcError, CheckpointError, DeadRunError, NonFiniteLossError
+from audiocpc.fileio import atomic_write_text, disk_full_as
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training.stop import StopRequest
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
 from audiocpc.training.state import EpochMeter, TrainState, capture_rng, rank_seed
@@ -47,18 +48,6 @@ from audiocpc.training.validation import ValidationSet, split_corpus
 from audiocpc.training import resume_rules
 
 log = logging.getLogger("audiocpc")
-
-
-def describe_run(checkpoint_path: Path) -> str:
-    """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
-    try:
-        payload = load_checkpoint(checkpoint_path)
-    except CheckpointError:
-        return "a run (its checkpoint cannot be read)"
-    step = int(payload.get("step", 0))
-    if payload.get("finished"):
-        return f"a finished run ({step} steps)"
-    return f"an unfinished run (stopped at step {step})"
 
 
 def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
@@ -94,35 +83,6 @@ class TrainResult:
     @property
     def final_loss(self) -> float:
         return self.history[-1]["loss"] if self.history else float("nan")
-
-
-class _StopRequest:
-    """Turns Ctrl-C / SIGTERM into a flag checked between steps, so the run stops at a step
-    boundary with a consistent checkpoint instead of mid-update."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._first_at = 0.0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        # A second Ctrl-C stops at once; one within a second of the first is the same
-        # Ctrl-C again, as torchrun forwards it to workers that already received it.
-        if self.requested and time.monotonic() - self._first_at > 1.0:
-            raise KeyboardInterrupt
-        if not self.requested:
-            self._first_at = time.monotonic()
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -174,34 +134,15 @@ class Trainer:
         outcome: tuple[Optional[dict[str, Any]], Optional[AudiocpcError]] = (None, None)
         if self.dist.is_main:
             try:
-                outcome = (self._read_checkpoint_here(resume, force), None)
+                payload, self._resume_changes = resume_rules.read_for_resume(
+                    self.folder, self.config.to_dict(), self.dist.world_size, resume, force)
+                outcome = (payload, None)
             except AudiocpcError as exc:
                 outcome = (None, exc)
         payload, error = self.dist.broadcast_from_main(outcome)
         if error is not None:
             raise error
         return payload
-
-    def _read_checkpoint_here(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
-        checkpoint_path = self.folder.checkpoint_path
-        if self.folder.holds_run():
-            if resume:
-                payload = load_checkpoint(checkpoint_path)
-                self._resume_changes = resume_rules.check_resume(
-                    resume_rules.comparable_config(payload["config"], checkpoint_path),
-                    self.config.to_dict(),
-                    self.run_dir, int(payload.get("world_size", 1)), self.dist.world_size)
-                announcement = resume_rules.announce(self._resume_changes)
-                if announcement:
-                    log.info(announcement)
-                return payload
-            if not force:
-                raise RunExistsError(
-                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
-                    "with --resume, start over with --force, or choose another --name.")
-        elif resume:
-            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
-        return None
 
     def _wrap_for_distributed(self) -> torch.nn.Module:
         """The module the loop calls: DDP around the model under torchrun, else the model."""
@@ -395,19 +336,7 @@ class Trainer:
                           if self.last_saved_step is None else
                           f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
                           "intact; free space and run the same command with --resume"):
-            self._write_history_files()
-
-    def _write_history_files(self) -> None:
-        atomic_save_npy(self.folder.losses_path,
-                        np.array([h["loss"] for h in self.state.history], dtype=np.float32))
-        keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
-        for record in self.state.history:
-            keys += [k for k in record if k not in keys]
-        table = io.StringIO(newline="")
-        writer = csv.DictWriter(table, fieldnames=keys, restval="")
-        writer.writeheader()
-        writer.writerows(self.state.history)
-        atomic_write_text(self.folder.history_path, table.getvalue())
+            self.folder.write_history(self.state.history)
 
     def _load_data(self) -> AudioCorpus:
         """The one data path: scan the folder (cached), write data_report.json, stop if
@@ -470,7 +399,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {cfg.run_name}",
                    unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         interrupted = time_limited = False
-        with _StopRequest() as stop, self._collective_failures_explained():
+        with StopRequest() as stop, self._collective_failures_explained():
             tick = time.perf_counter()
             deadline = (None if cfg.train.max_minutes is None
                         else tick + 60.0 * cfg.train.max_minutes)
