@@ -19,7 +19,7 @@ import audiocpc
 from audiocpc.training.checkpoint import load_checkpoint
 from audiocpc.cli import main
 from audiocpc.errors import AudiocpcError, CheckpointError
-from audiocpc.training.restore import pick_device
+from audiocpc.training.device import resolve_device
 
 T = 12  # 1dconv_tiny: context steps per crop, windows of 500 samples at 8 kHz
 
@@ -30,7 +30,7 @@ def test_load_rebuilds_the_model_from_the_checkpoint_alone(tiny_run: Path, tmp_p
     shutil.copy(tiny_run / "checkpoint.pt", alone / "checkpoint.pt")  # no config.yaml beside it
     model = audiocpc.load(alone)
     assert isinstance(model, audiocpc.CPCEmbedder)
-    assert not model.model.training and model.device == pick_device("auto")
+    assert not model.model.training and model.device == resolve_device("auto")
     assert next(model.model.parameters()).device.type == model.device.type
     assert model.sample_rate == 8000 and model.crop_samples == T * 500
     stored = load_checkpoint(tiny_run)["model"]

@@ -154,10 +154,11 @@ class Experiment:
                                                faster_crops_hint, measure_embed_seconds, plan_crops)
         from audiocpc.evaluation.mfcc import mfcc_summary
         from audiocpc.models import build_cpc
+        from audiocpc.training.device import resolve_device
         from audiocpc.training.estimate import format_duration, time_train_step
 
         opts = self.options
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device("auto")
         lines: list[str] = []
         splits = [("train", self.embed_train, opts.crops_train), ("test", self.embed_test, opts.crops_test)]
         for config in configs:

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from audiocpc.errors import AudiocpcError, ConfigError
+from audiocpc.training.device import local_cuda_index
 
 log = logging.getLogger("audiocpc")
 
@@ -143,11 +144,6 @@ def choose_backend(requested: str, device: str = "auto") -> str:
         raise ConfigError("train.distributed_backend: nccl needs CUDA devices, and none is "
                           "available here; use auto or gloo")
     return requested
-
-
-def local_cuda_index(local_rank: int) -> int:
-    """The GPU of a process: one per process; more processes than GPUs share them (gloo)."""
-    return local_rank % max(torch.cuda.device_count(), 1)
 
 
 def init_from_env(backend: str = "auto", timeout_s: float = 600.0,

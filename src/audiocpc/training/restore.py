@@ -21,6 +21,7 @@ from audiocpc.fileio import sha256_file, sha256_json
 from audiocpc.models import CPCModel, build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.presets import config_from_dict
+from audiocpc.training.device import resolve_device
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.resume_rules import stored_config_error
 
@@ -81,16 +82,6 @@ def model_identity(run_dir: str | Path, random_init: bool = False) -> dict[str, 
     return _IDENTITIES[key]
 
 
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` = the first CUDA device if there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available (use auto or cpu)")
-    return chosen
-
-
 def restore_run(run_dir: str | os.PathLike[str], device: str | torch.device = "auto",
                 random_init: bool = False) -> RestoredRun:
     """The model of `run_dir` (e.g. results/cpc/<name>, or a folder written by `audiocpc
@@ -124,7 +115,7 @@ def restore_run(run_dir: str | os.PathLike[str], device: str | torch.device = "a
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{checkpoint}: the weights do not fit the model "
                                   f"its configuration describes ({exc})") from None
-    target = pick_device(device)
+    target = resolve_device(device)
     model.to(target).eval()
     name = RunFolder(run_dir).name + ("_random" if random_init else "")
     return RestoredRun(model, config, run_dir, name, target, identity)

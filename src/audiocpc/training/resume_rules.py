@@ -6,20 +6,26 @@ optimizer, the batch and its accumulation, the learning-rate schedule, the valid
 split) is refused, naming each changed key with its old value. Settings that only say how long,
 where or how fast to run, and the learning rate, may change: they are applied, announced
 in one line and recorded (config.yaml, the checkpoint's config and its `settings_changes`).
+A folder that holds a run is only continued with --resume or replaced with --force.
 """
 
 from __future__ import annotations
 
 import json
-
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from audiocpc.presets import config_from_dict
-from audiocpc.errors import CheckpointError, ConfigError
+from audiocpc.errors import CheckpointError, ConfigError, RunExistsError
+from audiocpc.training.checkpoint import load_checkpoint
 from audiocpc.training.distributed import effective_lr
+from audiocpc.training.run_folder import RunFolder
+
+log = logging.getLogger("audiocpc")
 
 # Keys (or sections, ending in '.') that may change on --resume. Everything else is refused.
 SAFE_ON_RESUME: tuple[str, ...] = (
@@ -171,3 +177,39 @@ def restore_learning_rate(optimizer: torch.optim.Optimizer, stored: dict[str, An
         old = None
     if old != lr:
         apply_learning_rate(optimizer, lr)
+
+
+def describe_run(checkpoint_path: Path) -> str:
+    """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
+    try:
+        payload = load_checkpoint(checkpoint_path)
+    except CheckpointError:
+        return "a run (its checkpoint cannot be read)"
+    step = int(payload.get("step", 0))
+    if payload.get("finished"):
+        return f"a finished run ({step} steps)"
+    return f"an unfinished run (stopped at step {step})"
+
+
+def read_for_resume(folder: RunFolder, config: dict[str, Any], world_size: int, resume: bool,
+                    force: bool) -> tuple[Optional[dict[str, Any]], list[Change]]:
+    """The checkpoint to continue from and the safe settings changes (announced), or
+    (None, []) for a new run; RunExistsError for a folder that holds a run and neither
+    --resume nor --force."""
+    checkpoint_path = folder.checkpoint_path
+    if folder.holds_run():
+        if resume:
+            payload = load_checkpoint(checkpoint_path)
+            changes = check_resume(comparable_config(payload["config"], checkpoint_path), config,
+                                   folder.path, int(payload.get("world_size", 1)), world_size)
+            announcement = announce(changes)
+            if announcement:
+                log.info(announcement)
+            return payload, changes
+        if not force:
+            raise RunExistsError(
+                f"{folder.path} already holds {describe_run(checkpoint_path)}. Continue it "
+                "with --resume, start over with --force, or choose another --name.")
+    elif resume:
+        log.warning("no checkpoint in %s: starting a new run", folder.path)
+    return None, []

@@ -17,13 +17,18 @@ so the two never disagree about where a run lives.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from audiocpc.data.scan import REPORT_NAME
+from audiocpc.fileio import atomic_save_npy, atomic_write_text
 from audiocpc.locks import LOCK_NAME, FolderLock
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, HASH_SUFFIX
 
@@ -93,6 +98,18 @@ class RunFolder:
         """What training writes here; `clear` removes these (and only these)."""
         return (self.checkpoint_path, self.checkpoint_hash_path, self.losses_path, self.history_path, self.data_report_path,
                 self.tensorboard_dir)
+
+    def write_history(self, history: list[dict[str, float]]) -> None:
+        """losses.npy (mean loss per epoch) and history.csv (one row per epoch), atomically."""
+        atomic_save_npy(self.losses_path, np.array([h["loss"] for h in history], dtype=np.float32))
+        keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
+        for record in history:
+            keys += [k for k in record if k not in keys]
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.history_path, table.getvalue())
 
     def holds_run(self) -> bool:
         """Whether a run (finished or not) lives here: its checkpoint is the run."""

@@ -4,61 +4,52 @@ A run lives in `<output.dir>/cpc/<name>/`: config.yaml (the resolved configurati
 checkpoint.pt (everything needed to resume exactly), losses.npy (mean loss per epoch) and
 history.csv (one row per epoch). A run resumed from its checkpoint continues with the same
 batches, negatives and dropout masks as a run that never stopped.
+
+The jobs around the loop live beside it: state.py (TrainState: step, epoch records, the
+generators of every rank), device.py (resolve_device), run_folder.py (the files),
+resume_rules.py (what --resume may change), stop.py (Ctrl-C and SIGTERM) and
+distributed.py (the process group).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
 import logging
 import math
 import re
-import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, cast
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiocpc.training.checkpoint import load_checkpoint, save_checkpoint
+from audiocpc.training.checkpoint import save_checkpoint
 from audiocpc.config import Config
 from audiocpc.data.corpus import AudioCorpus, CropSampler
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.prepared import open_data
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
-                                  distributed_session, effective_lr, is_collective_failure,
-                                  local_cuda_index)
+                                  distributed_session, effective_lr, is_collective_failure)
+from audiocpc.training.device import resolve_device
 from audiocpc.errors import (AudiocpcError, CheckpointError, ConfigError, DeadRunError,
-                             NonFiniteLossError, RunExistsError)
-from audiocpc.fileio import atomic_save_npy, atomic_write_text, disk_full_as
+                             NonFiniteLossError)
+from audiocpc.fileio import atomic_write_text, disk_full_as
 from audiocpc.models import build_cpc
 from audiocpc.models.checks import check_model_config
 from audiocpc.models.negatives import needs_labels
 from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training.stop import StopRequest
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
+from audiocpc.training.state import EpochMeter, TrainState, capture_rng, rank_seed
 from audiocpc.training.validation import ValidationSet, split_corpus
 from audiocpc.training import resume_rules
 
 log = logging.getLogger("audiocpc")
-
-
-def describe_run(checkpoint_path: Path) -> str:
-    """'a finished run (N steps)' or 'an unfinished run (step s)', for messages."""
-    try:
-        payload = load_checkpoint(checkpoint_path)
-    except CheckpointError:
-        return "a run (its checkpoint cannot be read)"
-    step = int(payload.get("step", 0))
-    if payload.get("finished"):
-        return f"a finished run ({step} steps)"
-    return f"an unfinished run (stopped at step {step})"
 
 
 def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
@@ -82,28 +73,6 @@ def build_optimizer(model: torch.nn.Module, config: Config,
 
 
 @dataclass
-class EpochMeter:
-    """Running sums for the current epoch (saved in checkpoints so resume is exact)."""
-
-    loss_sum: float = 0.0
-    accuracy_sums: list[float] = field(default_factory=list)
-    steps: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-
-    def add(self, loss: float, accuracy: list[float]) -> None:
-        if not self.accuracy_sums:
-            self.accuracy_sums = [0.0] * len(accuracy)
-        self.loss_sum += loss
-        self.accuracy_sums = [s + a for s, a in zip(self.accuracy_sums, accuracy)]
-        self.steps += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum, "accuracy_sums": list(self.accuracy_sums),
-                "steps": self.steps, "skipped": self.skipped, "seconds": self.seconds}
-
-
-@dataclass
 class TrainResult:
     run_dir: Path
     steps: int
@@ -116,35 +85,6 @@ class TrainResult:
     @property
     def final_loss(self) -> float:
         return self.history[-1]["loss"] if self.history else float("nan")
-
-
-class _StopRequest:
-    """Turns Ctrl-C / SIGTERM into a flag checked between steps, so the run stops at a step
-    boundary with a consistent checkpoint instead of mid-update."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._first_at = 0.0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        # A second Ctrl-C stops at once; one within a second of the first is the same
-        # Ctrl-C again, as torchrun forwards it to workers that already received it.
-        if self.requested and time.monotonic() - self._first_at > 1.0:
-            raise KeyboardInterrupt
-        if not self.requested:
-            self._first_at = time.monotonic()
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -161,9 +101,9 @@ class Trainer:
         self.progress = progress
         self.force = force
         self.dist = dist
-        self.device = self._device()
+        self.device = resolve_device(config.train.device, local_rank=dist.local_rank,
+                                     setting="train.device")
         self._resume_changes: list[resume_rules.Change] = []  # safe changes, found on rank 0
-        self.settings_changes: list[dict[str, Any]] = []  # recorded in the checkpoint
         self._resume_payload = self._read_resume_payload(resume, force)
 
         if config.train.threads is not None:
@@ -172,16 +112,12 @@ class Trainer:
         self.model = build_cpc(config, self._negative_bank()).to(self.device)  # never DDP-wrapped
         check_training_setup(config, self.data_dir, self.model, dist.world_size)
         if dist.rank:  # other dropout masks and sampled negatives than rank 0's
-            torch.manual_seed(config.train.seed * 1_000_003 + dist.rank)
+            torch.manual_seed(rank_seed(config.train.seed, dist.rank))
         self.lr = effective_lr(config.train.lr, config.train.lr_scaling, dist.world_size)
         self.optimizer = build_optimizer(self.model, config, lr=self.lr)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=config.train.mixed_precision == "fp16")
-        self.step = 0
-        self.history: list[dict[str, float]] = []
-        self.step_losses: list[float] = []
-        self.meter = EpochMeter()
-        self.last_finite_loss = float("nan")
+        self.state = TrainState(config.train.steps_per_epoch)
         self.last_saved_step: Optional[int] = None
         self.validation: Optional[ValidationSet] = None
         self.candidates = 0  # 1 + negatives per prediction, seen in the last step
@@ -189,7 +125,7 @@ class Trainer:
         self.health: Optional[str] = None
         if self._resume_payload is not None:
             self._restore(self._resume_payload)
-            self.last_saved_step = self.step
+            self.last_saved_step = self.state.step
         self.network = self._wrap_for_distributed()
 
     # ------------------------------------------------------------------ set-up
@@ -200,34 +136,15 @@ class Trainer:
         outcome: tuple[Optional[dict[str, Any]], Optional[AudiocpcError]] = (None, None)
         if self.dist.is_main:
             try:
-                outcome = (self._read_checkpoint_here(resume, force), None)
+                payload, self._resume_changes = resume_rules.read_for_resume(
+                    self.folder, self.config.to_dict(), self.dist.world_size, resume, force)
+                outcome = (payload, None)
             except AudiocpcError as exc:
                 outcome = (None, exc)
         payload, error = self.dist.broadcast_from_main(outcome)
         if error is not None:
             raise error
         return payload
-
-    def _read_checkpoint_here(self, resume: bool, force: bool) -> Optional[dict[str, Any]]:
-        checkpoint_path = self.folder.checkpoint_path
-        if self.folder.holds_run():
-            if resume:
-                payload = load_checkpoint(checkpoint_path)
-                self._resume_changes = resume_rules.check_resume(
-                    resume_rules.comparable_config(payload["config"], checkpoint_path),
-                    self.config.to_dict(),
-                    self.run_dir, int(payload.get("world_size", 1)), self.dist.world_size)
-                announcement = resume_rules.announce(self._resume_changes)
-                if announcement:
-                    log.info(announcement)
-                return payload
-            if not force:
-                raise RunExistsError(
-                    f"{self.run_dir} already holds {describe_run(checkpoint_path)}. Continue it "
-                    "with --resume, start over with --force, or choose another --name.")
-        elif resume:
-            log.warning("no checkpoint in %s: starting a new run", self.run_dir)
-        return None
 
     def _wrap_for_distributed(self) -> torch.nn.Module:
         """The module the loop calls: DDP around the model under torchrun, else the model."""
@@ -246,25 +163,19 @@ class Trainer:
         group = torch.distributed.new_group(backend=self.dist.backend)
         return functools.partial(self.dist.gather_negative_bank, group=group)
 
-    def _device(self) -> torch.device:
-        name = self.config.train.device
-        if name == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda", local_cuda_index(self.dist.local_rank))
-            return torch.device("cpu")
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            from audiocpc.errors import ConfigError
-
-            raise ConfigError("train.device: cuda was asked for but no CUDA device is available "
-                              "(use --set train.device=auto or cpu)")
-        if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
-            return torch.device("cuda", local_cuda_index(self.dist.local_rank))
-        return device
-
     @property
     def total_steps(self) -> int:
         return self.config.train.epochs * self.config.train.steps_per_epoch
+
+    @property
+    def step(self) -> int:
+        """Steps done so far (self.state.step)."""
+        return self.state.step
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One record per finished epoch (self.state.history)."""
+        return self.state.history
 
     def _restore(self, payload: dict[str, Any]) -> None:
         try:
@@ -278,14 +189,6 @@ class Trainer:
             raise CheckpointError(
                 f"{self.folder.checkpoint_path} does not match this configuration ({exc}). "
                 "Resume with the run's own config.yaml, or start over with --force.") from None
-        self.step = int(payload["step"])
-        self.settings_changes = resume_rules.recorded_changes(payload, self.step, self._resume_changes)
-        self.history = list(payload.get("history", []))
-        self.step_losses = [float(x) for x in payload.get("step_losses", [])]
-        meter = payload.get("meter") or {}
-        self.meter = EpochMeter(**meter) if meter else EpochMeter()
-        self.last_finite_loss = float(payload.get("last_finite_loss", float("nan")))
-        rng = payload.get("rng", {})
         saved_world = int(payload.get("world_size", 1))
         saved_global = saved_world * int(payload["config"]["data"]["N"])
         global_batch = self.dist.world_size * self.config.data.N
@@ -293,54 +196,30 @@ class Trainer:
             log.warning("resuming a run trained with a global batch of %d (%d process(es)) with "
                         "%d (%d): the batches differ from those of an uninterrupted run",
                         saved_global, saved_world, global_batch, self.dist.world_size)
-        per_rank = rng.get("ranks") or []
-        if self.dist.rank < len(per_rank):  # this rank's own generator state
-            rng = per_rank[self.dist.rank]
-        elif self.dist.rank:  # no saved state for this rank: derive one from the step
-            rng = {}
-            torch.manual_seed(self.config.train.seed * 1_000_003 + self.dist.rank + self.step)
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(list(rng["cuda"]))
-        log.info("resumed %s at step %d", self.run_dir, self.step)
+        self.state.load_state_dict(payload, rank=self.dist.rank, seed=self.config.train.seed)
+        self.state.settings_changes = resume_rules.recorded_changes(payload, self.state.step,
+                                                                    self._resume_changes)
+        log.info("resumed %s at step %d", self.run_dir, self.state.step)
 
-    def _payload(self, finished: bool) -> dict[str, Any]:
+    def _payload(self, finished: bool, rank_rng: Optional[list[dict[str, Any]]]) -> dict[str, Any]:
         model: torch.nn.Module = getattr(self.model, "module", self.model)
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": self.config.to_dict(),
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "step": self.step,
-            "epoch": self.step // self.config.train.steps_per_epoch,
-            "history": self.history,
-            "step_losses": self.step_losses,
-            "meter": self.meter.as_dict(),
-            "last_finite_loss": self.last_finite_loss,
-            "rng": rng,
+            **self.state.state_dict(rank_rng),
             "finished": finished,
             "world_size": self.dist.world_size,
-            "settings_changes": self.settings_changes,
         }
 
     def save(self, finished: bool = False) -> None:
         """Called on every rank at the same step; only rank 0 writes."""
-        rank_rng = None
-        if self.dist.enabled:  # each rank's generator state, so every rank resumes exactly
-            own: dict[str, Any] = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                own["cuda"] = torch.cuda.get_rng_state_all()
-            rank_rng = self.dist.gather_objects(own)
+        # each rank's generators, so every rank resumes exactly
+        rank_rng = self.dist.gather_objects(capture_rng()) if self.dist.enabled else None
         if self.dist.is_main:
-            payload = self._payload(finished)
-            if rank_rng is not None:
-                payload["rng"]["ranks"] = rank_rng
-            save_checkpoint(self.folder.checkpoint_path, payload)
-        self.last_saved_step = self.step
+            save_checkpoint(self.folder.checkpoint_path, self._payload(finished, rank_rng))
+        self.last_saved_step = self.state.step
 
     # ------------------------------------------------------------------ loop
 
@@ -348,7 +227,7 @@ class Trainer:
                  ) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
         from audiocpc.data.corpus import batch_stream
 
-        return batch_stream(sampler, self.step, self.total_steps,
+        return batch_stream(sampler, self.state.step, self.total_steps,
                             num_workers=self.config.data.num_workers,
                             pin_memory=self.device.type == "cuda")
 
@@ -386,9 +265,9 @@ class Trainer:
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             if cfg.on_nan == "skip":
-                self.meter.skipped += 1
+                self.state.meter.skipped += 1
                 log.warning("step %d: non-finite loss (%s) skipped (%d skipped this epoch)",
-                            self.step + 1, loss_value, self.meter.skipped)
+                            self.state.step + 1, loss_value, self.state.meter.skipped)
                 return None
             advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
                       if cfg.mixed_precision == "fp16" else
@@ -399,23 +278,23 @@ class Trainer:
                      "intact: --resume continues from it with a new train.lr (other changes "
                      "need --force)")
             raise NonFiniteLossError(
-                f"loss became {loss_value} at step {self.step + 1} (last finite loss "
-                f"{self.last_finite_loss:.4f}). Try: {advice}. {saved}; set train.on_nan=skip "
+                f"loss became {loss_value} at step {self.state.step + 1} (last finite loss "
+                f"{self.state.last_finite_loss:.4f}). Try: {advice}. {saved}; set train.on_nan=skip "
                 "to skip such steps instead.")
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, self.lr, self.total_steps, cfg.lr_schedule,
+            group["lr"] = learning_rate(self.state.step, self.lr, self.total_steps, cfg.lr_schedule,
                                         cfg.warmup_steps, cfg.min_lr_ratio)
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.last_finite_loss = loss_value
+        self.state.last_finite_loss = loss_value
         accuracy = self.dist.mean(torch.stack(accuracies).mean(dim=0)).tolist()
         return loss_value, accuracy
 
     def _end_epoch(self, epoch: int) -> None:
-        m = self.meter
+        m = self.state.meter
         steps = max(m.steps, 1)
         record: dict[str, float] = {"epoch": epoch, "loss": m.loss_sum / steps if m.steps else float("nan")}
         for j, total in enumerate(m.accuracy_sums, start=1):
@@ -430,8 +309,8 @@ class Trainer:
             record["val_loss"] = val_loss
             for j, value in enumerate(val_accuracy, start=1):
                 record[f"val_acc_k{j}"] = value
-        self.history.append(record)
-        self.meter = EpochMeter()
+        self.state.history.append(record)
+        self.state.meter = EpochMeter()
         if self.dist.is_main:
             self._write_history()
         self._check_health(record)
@@ -439,9 +318,9 @@ class Trainer:
     def _check_health(self, record: dict[str, float]) -> None:
         """After train.dead_run_steps: warn (once) or stop when the run does not learn."""
         cfg = self.config
-        if not cfg.train.dead_run_steps or self.step < cfg.train.dead_run_steps or self.health:
+        if not cfg.train.dead_run_steps or self.state.step < cfg.train.dead_run_steps or self.health:
             return
-        problem = dead_run_problem(self.step, record["loss"], self.candidates, self.z_spread,
+        problem = dead_run_problem(self.state.step, record["loss"], self.candidates, self.z_spread,
                                    cfg.data.standardize, cfg.model.encoder.params.get("norm"),
                                    self.lr)
         if problem is None:
@@ -449,7 +328,7 @@ class Trainer:
         self.health = problem
         if cfg.train.on_dead_run == "stop":
             self.save()
-            raise DeadRunError(f"{problem} The checkpoint (step {self.step}) in {self.run_dir} "
+            raise DeadRunError(f"{problem} The checkpoint (step {self.state.step}) in {self.run_dir} "
                                "is saved.")
         log.warning(problem)
 
@@ -459,19 +338,7 @@ class Trainer:
                           if self.last_saved_step is None else
                           f"the last checkpoint (step {self.last_saved_step}) in {self.run_dir} is "
                           "intact; free space and run the same command with --resume"):
-            self._write_history_files()
-
-    def _write_history_files(self) -> None:
-        atomic_save_npy(self.folder.losses_path,
-                        np.array([h["loss"] for h in self.history], dtype=np.float32))
-        keys: list[str] = []  # every column any epoch has (older runs lack the newer ones)
-        for record in self.history:
-            keys += [k for k in record if k not in keys]
-        table = io.StringIO(newline="")
-        writer = csv.DictWriter(table, fieldnames=keys, restval="")
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(self.folder.history_path, table.getvalue())
+            self.folder.write_history(self.state.history)
 
     def _load_data(self) -> AudioCorpus:
         """The one data path: scan the folder (cached), write data_report.json, stop if
@@ -510,9 +377,9 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.config
-        if self.step >= self.total_steps:  # a finished run: its folder is left as it is
-            log.info("%s has already finished %d steps", self.run_dir, self.step)
-            return TrainResult(self.run_dir, self.step, self.history, self.step_losses)
+        if self.state.step >= self.total_steps:  # a finished run: its folder is left as it is
+            log.info("%s has already finished %d steps", self.run_dir, self.state.step)
+            return TrainResult(self.run_dir, self.state.step, self.state.history, self.state.step_losses)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.force and self._resume_payload is None:
@@ -537,58 +404,58 @@ class Trainer:
                               cfg.train.seed, self.dist.rank, self.dist.world_size)
         writer = self._tensorboard()
         steps_per_epoch = cfg.train.steps_per_epoch
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.run_name}",
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {cfg.run_name}",
                    unit="step", disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         interrupted = time_limited = False
-        with _StopRequest() as stop, self._collective_failures_explained():
+        with StopRequest() as stop, self._collective_failures_explained():
             tick = time.perf_counter()
             deadline = (None if cfg.train.max_minutes is None
                         else tick + 60.0 * cfg.train.max_minutes)
             for step, crops, labels in self._batches(sampler):
-                assert step == self.step, f"batch for step {step} arrived at step {self.step}"
+                assert step == self.state.step, f"batch for step {step} arrived at step {self.state.step}"
                 result = self.train_step(crops, labels)
-                self.step += 1
+                self.state.step += 1
                 now = time.perf_counter()
-                self.meter.seconds += now - tick
+                self.state.meter.seconds += now - tick
                 tick = now
                 if result is not None:
                     loss, accuracy = result
-                    self.meter.add(loss, accuracy)
-                    self.step_losses.append(loss)
+                    self.state.meter.add(loss, accuracy)
+                    self.state.step_losses.append(loss)
                     bar.set_postfix(loss=f"{loss:.3f}", acc="/".join(f"{a:.2f}" for a in accuracy),
                                     refresh=False)
                     if writer is not None:
-                        writer.add_scalar("loss/train", loss, self.step)
+                        writer.add_scalar("loss/train", loss, self.state.step)
                 bar.update(1)
-                if self.step % steps_per_epoch == 0:
-                    self._end_epoch(self.step // steps_per_epoch)
-                    last = self.history[-1]
+                if self.state.step % steps_per_epoch == 0:
+                    self._end_epoch(self.state.step // steps_per_epoch)
+                    last = self.state.history[-1]
                     if "val_loss" in last:
                         bar.set_postfix(loss=f"{last['loss']:.3f}", val=f"{last['val_loss']:.3f}",
                                         refresh=False)
                     if writer is not None:
                         for key in ("val_loss", "z_spread"):
                             if key in last:
-                                writer.add_scalar(f"epoch/{key}", last[key], self.step)
-                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
-                    self.save(finished=self.step == self.total_steps)
-                time_up = deadline is not None and now >= deadline and self.step < self.total_steps
+                                writer.add_scalar(f"epoch/{key}", last[key], self.state.step)
+                if self.state.step % cfg.train.checkpoint_every == 0 or self.state.step == self.total_steps:
+                    self.save(finished=self.state.step == self.total_steps)
+                time_up = deadline is not None and now >= deadline and self.state.step < self.total_steps
                 if self.dist.any(stop.requested or time_up, self.device):  # every rank stops here
-                    if self.step % cfg.train.checkpoint_every:
+                    if self.state.step % cfg.train.checkpoint_every:
                         self.save()
                     if stop.requested:
                         interrupted = True
                         log.warning("stopped at step %d; checkpoint saved. Continue with --resume.",
-                                    self.step)
+                                    self.state.step)
                     else:
                         time_limited = True
                         log.info("train.max_minutes reached at step %d; checkpoint saved. Continue "
-                                 "with --resume.", self.step)
+                                 "with --resume.", self.state.step)
                     break
         bar.close()
         if writer is not None:
             writer.close()
-        return TrainResult(self.run_dir, self.step, self.history, self.step_losses, interrupted,
+        return TrainResult(self.run_dir, self.state.step, self.state.history, self.state.step_losses, interrupted,
                            time_limited, self.health)
 
     def batch_summary(self) -> str:
@@ -623,7 +490,7 @@ class Trainer:
                          "intact; run the same command with --resume to continue from it")
             raise DistributedRunError(
                 f"rank {self.dist.rank}: lost contact with the other processes during step "
-                f"{self.step + 1} ({first_line}). Another rank probably stopped or was killed "
+                f"{self.state.step + 1} ({first_line}). Another rank probably stopped or was killed "
                 f"(the launcher's summary names it); {saved}.") from None
 
     def _tensorboard(self) -> Any:
