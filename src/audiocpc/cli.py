@@ -50,13 +50,19 @@ def _train_config(args: argparse.Namespace):  # -> Config
         overrides.append(f"output.name={args.name}")
     if args.out:
         overrides.append(f"output.dir={args.out}")
-    preset = args.preset
-    if preset == "auto":
-        from audiocpc.data.auto_preset import choose_preset
+    return load_config(*_resolve_preset(args.preset, args.data, overrides))
 
-        preset, reason = choose_preset(args.data)
-        print(reason, file=sys.stderr)
-    return load_config(preset, overrides)
+
+def _resolve_preset(preset: str, data: str | Path, overrides: list[str]) -> tuple[str, list[str]]:
+    """--preset auto: the preset chosen from the files and its data.join settings (before
+    the user's --set, which win), with the reason printed; any other preset unchanged."""
+    if preset != "auto":
+        return preset, overrides
+    from audiocpc.data.auto_preset import choose_preset
+
+    choice = choose_preset(data)
+    print(choice.reason, file=sys.stderr)
+    return choice.preset, choice.overrides + overrides
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -249,7 +255,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     from audiocpc.errors import ConfigError
     from audiocpc.presets import load_config
 
-    config = load_config(args.preset, args.overrides)
+    config = load_config(*_resolve_preset(args.preset, args.data_dir, args.overrides))
     from audiocpc.data.scan import scan_folder
     from audiocpc.training.preflight import data_folder_problems
 
