@@ -721,8 +721,81 @@ def render(argv: Sequence[str]) -> None:
     write_markdown(report, args.out, args.docs)
 
 
+def page_headline(page: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The headline results table of a results.md: (features title, label) -> (official,
+    held-out speaker) as printed, read from the first table under '## Results'."""
+    section = page.split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[1] in ("digit", "speaker"):
+            rows[(cells[0], cells[1])] = (cells[2], cells[3])
+    if not rows:
+        raise SystemExit("no results table under '## Results' in the page")
+    return rows
+
+
+def side_by_side(page: str, other: dict[str, Any], headline: str, title: str) -> str:
+    """The page's headline table and a second run's, one row per (features, label)."""
+    first = page_headline(page)
+    lines = [f"| features | label | {headline}: official | {headline}: held-out speaker | "
+             f"{title}: official | {title}: held-out speaker |", "|---|---|---:|---:|---:|---:|"]
+    for row in table(other["results"]):
+        speaker = percent(row["speaker"]) if row["label"] == "digit" else "n/a"
+        before = first.get((row["title"], row["label"]), ("-", "-"))
+        lines.append(f"| {row['title']} | {row['label']} | {before[0]} | "
+                     f"{'n/a' if before[1].startswith('n/a') else before[1]} | "
+                     f"{percent(row['official'])} | {speaker} |")
+    return "\n".join(lines)
+
+
+def insert(argv: Sequence[str]) -> None:
+    """`fsdd.py insert OUT2 TITLE --docs DIR [--headline NAME]`: add a second run's section
+    (a table beside the page's headline results, then its own tables) to an existing
+    DIR/results.md whose first run's results.json is not at hand; a section of the same
+    title is replaced. It goes before the closing note."""
+    parser = argparse.ArgumentParser(prog="fsdd.py insert")
+    parser.add_argument("other", type=Path)
+    parser.add_argument("title")
+    parser.add_argument("--docs", type=Path, required=True)
+    parser.add_argument("--headline", default="`fsdd` preset",
+                        help="what the page's headline run is called in the side-by-side table")
+    parser.add_argument("--short", default="this run",
+                        help="what the new run is called in the side-by-side table")
+    args = parser.parse_args(argv)
+    page_path = args.docs / "results.md"
+    page = page_path.read_text(encoding="utf-8")
+    other = json.loads((args.other / "results.json").read_text())
+    copied = {}
+    for name, caption in (("fsdd_cpc_training.png", "CPC loss and per-step accuracy"),
+                          ("fsdd_confusion_heldout.png", "confusion matrix, held-out speaker")):
+        if (args.other / name).is_file():
+            target = f"{args.other.name}_{name}"
+            shutil.copy2(args.other / name, args.docs / target)
+            copied[f"{caption} ({args.other.name})"] = target
+    section = beside_section(other, args.title, copied)
+    heading, body = section.split("\n", 1)
+    section = (f"{heading}\n\n{side_by_side(page, other, args.headline, args.short)}\n"
+               f"\nIts own tables, from `{args.other.name}/results.json`:\n{body}")
+    marker = f"\n{heading}\n"
+    if marker in page:  # replace the earlier version of this section
+        before, rest = page.split(marker, 1)
+        after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
+        page = f"{before}\n{section}\n## {after}" if after else f"{before}\n{section}"
+    elif "\n## Closing note" in page:
+        before, after = page.split("\n## Closing note", 1)
+        page = f"{before}\n{section}\n## Closing note{after}"
+    else:
+        page = f"{page.rstrip()}\n\n{section}"
+    from audiocpc.fileio import atomic_write_text
+
+    atomic_write_text(page_path, page)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["render"]:
         render(sys.argv[2:])
+    elif sys.argv[1:2] == ["insert"]:
+        insert(sys.argv[2:])
     else:
         main()
