@@ -268,7 +268,7 @@ def pretrain(config: Any, audio: Path, out: Path, budget_minutes: Optional[float
         if total_steps is not None:
             epochs = fraction * total_steps / config.train.steps_per_epoch
             overrides["train.epochs"] = max(1, int(round(epochs)))
-        else:
+        if budget_minutes is not None:  # with steps too: whichever comes first
             remaining = fraction * budget_minutes - trained_seconds / 60
             overrides["train.max_minutes"] = max(remaining, 1e-3)
         chunk = config.model_copy(deep=True)
@@ -531,10 +531,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="folder for the run, snapshots, results")
     parser.add_argument("--preset", default="fsdd")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--budget-minutes", type=float, default=15.0,
-                        help="wall-clock limit of pretraining (default 15)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="wall-clock limit of pretraining (default 15 without --steps; "
+                        "with --steps, whichever is reached first)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="pretrain for this many steps instead of a time budget")
+                        help="pretrain for this many steps (default: until the time budget)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--quick", action="store_true",
                         help="240 files, 30 steps, plots only with --docs (the test suite's mode)")
@@ -601,7 +602,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                  percent(progress[-1]["cpc"]["official/digit"]),
                  percent(progress[-1]["cpc"]["speaker/digit"]))
 
-    budget = None if args.steps else args.budget_minutes
+    if args.steps is None and args.budget_minutes is None:
+        args.budget_minutes = 15.0
+    budget = args.budget_minutes
     run_dir, train_seconds = pretrain(config, audio, out, budget, args.steps,
                                       FRACTIONS, probe_snapshot)
     frames = {"cpc": last_frames["cpc"],
@@ -627,7 +630,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         "pretraining_used": used["usable"], "sequences": used.get("sequences"),
         "crop_seconds": config.data.full_duration, "preset": args.preset,
         "overrides": args.overrides,
-        "budget": f"{args.steps} steps" if args.steps else f"{args.budget_minutes:g} min",
+        "budget": " or ".join(([f"{args.steps} steps"] if args.steps else [])
+                              + ([f"{budget:g} min"] if budget is not None else [])),
         "steps": progress[-1]["steps"], "progress": progress,
         "history": read_history(run_dir), "results": results, "table": table(results),
         "load_average": {"start": load_start, "end": os.getloadavg()[0]},
