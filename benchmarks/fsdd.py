@@ -24,8 +24,16 @@ split only: a held-out speaker cannot be classified).
 
 Pretraining runs under a wall-clock budget (`--budget-minutes`, enforced through
 `train.max_minutes`), in chunks ending at 25 %, 50 % and 100 % of it; the digit probes are
-run after each chunk, so the report shows whether more training helps. `--quick` runs a
-few hundred files for a fixed number of steps (the test suite's mode).
+run after each chunk, so the report shows whether more training helps (`--steps` with
+`--budget-minutes`: whichever is reached first). `--quick` runs a few hundred files for a
+fixed number of steps (the test suite's mode).
+
+    fsdd.py render OUT [--docs DIR] [--note NOTE.md] [--beside OUT2 TITLE]
+    fsdd.py insert OUT2 TITLE --docs DIR [--headline NAME] [--short NAME]
+
+`render` writes results.md again from OUT/results.json; `insert` adds a second run's section
+(beside the page's headline table) to an existing DIR/results.md whose first run's
+results.json is not at hand.
 """
 
 from __future__ import annotations
@@ -537,6 +545,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None,
                         help="pretrain for this many steps (default: until the time budget)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS),
+                        help="parts of the budget after which the digit probes run, e.g. 1 "
+                        "for the end only (each costs one embedding of every file; default "
+                        "0.25,0.5,1)")
     parser.add_argument("--quick", action="store_true",
                         help="240 files, 30 steps, plots only with --docs (the test suite's mode)")
     parser.add_argument("--docs", type=Path, default=None,
@@ -590,7 +602,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     def probe_snapshot(checkpoint: Checkpoint) -> None:
         embedder = load(checkpoint.run_dir, device="cpu")
         last_frames["cpc"] = cpc_frames(embedder, waves)
-        last = checkpoint.fraction == FRACTIONS[-1]  # the last: every task, reported in the table
+        last = checkpoint.fraction == fractions[-1]  # the last: every task, reported in the table
         scores = evaluate(last_frames["cpc"], clips, poolings, TASKS if last else TASKS[:2], c_grid)
         if last:
             final.update(scores)
@@ -602,11 +614,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                  percent(progress[-1]["cpc"]["official/digit"]),
                  percent(progress[-1]["cpc"]["speaker/digit"]))
 
+    fractions = sorted(float(f) for f in args.fractions.split(","))
+    if not fractions or fractions[-1] != 1.0 or fractions[0] <= 0:
+        raise SystemExit(f"--fractions {args.fractions}: give parts of the budget in (0, 1] ending with 1")
     if args.steps is None and args.budget_minutes is None:
         args.budget_minutes = 15.0
     budget = args.budget_minutes
     run_dir, train_seconds = pretrain(config, audio, out, budget, args.steps,
-                                      FRACTIONS, probe_snapshot)
+                                      fractions, probe_snapshot)
     frames = {"cpc": last_frames["cpc"],
               "random": cpc_frames(load(run_dir, device="cpu", random_init=True), waves),
               "mfcc": mfcc_frames(waves, sr)}
