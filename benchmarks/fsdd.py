@@ -29,7 +29,7 @@ run after each chunk, so the report shows whether more training helps (`--steps`
 fixed number of steps (the test suite's mode).
 
     fsdd.py render OUT [--docs DIR] [--note NOTE.md] [--beside OUT2 TITLE]
-    fsdd.py insert OUT2 TITLE --docs DIR [--headline NAME] [--short NAME]
+    fsdd.py insert OUT2 TITLE --docs DIR [--headline NAME] [--short NAME] [--note NOTE.md]
 
 `render` writes results.md again from OUT/results.json; `insert` adds a second run's section
 (beside the page's headline table) to an existing DIR/results.md whose first run's
@@ -781,6 +781,8 @@ def insert(argv: Sequence[str]) -> None:
                         help="what the page's headline run is called in the side-by-side table")
     parser.add_argument("--short", default="this run",
                         help="what the new run is called in the side-by-side table")
+    parser.add_argument("--note", type=Path, default=None,
+                        help="a Markdown file put under the side-by-side table")
     args = parser.parse_args(argv)
     page_path = args.docs / "results.md"
     page = page_path.read_text(encoding="utf-8")
@@ -794,7 +796,8 @@ def insert(argv: Sequence[str]) -> None:
             copied[f"{caption} ({args.other.name})"] = target
     section = beside_section(other, args.title, copied)
     heading, body = section.split("\n", 1)
-    section = (f"{heading}\n\n{side_by_side(page, other, args.headline, args.short)}\n"
+    note = f"\n{args.note.read_text(encoding='utf-8').strip()}\n" if args.note else ""
+    section = (f"{heading}\n\n{side_by_side(page, other, args.headline, args.short)}\n{note}"
                f"\nIts own tables, from `{args.other.name}/results.json`:\n{body}")
     marker = f"\n{heading}\n"
     if marker in page:  # replace the earlier version of this section
