@@ -50,19 +50,25 @@ def _train_config(args: argparse.Namespace):  # -> Config
         overrides.append(f"output.name={args.name}")
     if args.out:
         overrides.append(f"output.dir={args.out}")
-    preset = args.preset
-    if preset == "auto":
-        from audiocpc.data.auto_preset import choose_preset
-        from audiocpc.data.prepared_shards import is_prepared
+    return load_config(*_resolve_preset(args.preset, args.data, overrides))
 
-        if is_prepared(args.data):  # its rate was fixed by the preset it was prepared with
-            from audiocpc.errors import ConfigError
 
-            raise ConfigError(f"--preset auto: {args.data} is a prepared corpus; give the preset "
-                              "it was prepared with (e.g. --preset clips or recordings)")
-        preset, reason = choose_preset(args.data)
-        print(reason, file=sys.stderr)
-    return load_config(preset, overrides)
+def _resolve_preset(preset: str, data: str | Path, overrides: list[str]) -> tuple[str, list[str]]:
+    """--preset auto: the preset chosen from the files and its data.join settings (before
+    the user's --set, which win), with the reason printed; any other preset unchanged."""
+    if preset != "auto":
+        return preset, overrides
+    from audiocpc.data.auto_preset import choose_preset
+    from audiocpc.data.prepared_shards import is_prepared
+
+    if is_prepared(data):  # its rate was fixed by the preset it was prepared with
+        from audiocpc.errors import ConfigError
+
+        raise ConfigError(f"--preset auto: {data} is a prepared corpus; give the preset "
+                          "it was prepared with (e.g. --preset clips or recordings)")
+    choice = choose_preset(data)
+    print(choice.reason, file=sys.stderr)
+    return choice.preset, choice.overrides + overrides
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -256,7 +262,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     from audiocpc.errors import ConfigError
     from audiocpc.presets import load_config
 
-    config = load_config(args.preset, args.overrides)
+    config = load_config(*_resolve_preset(args.preset, args.data_dir, args.overrides))
     from audiocpc.data.prepared import open_data
     from audiocpc.training.preflight import data_folder_problems
 

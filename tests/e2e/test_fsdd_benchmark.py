@@ -68,3 +68,29 @@ def test_quick_mode_computes_every_row(fsdd_dir: Path, tmp_path: Path) -> None:
     # pretraining saw only links to takes 5-49 of speakers other than the held-out one
     linked = sorted(p.name for p in (out / "pretrain_audio").iterdir())
     assert linked and all(int(n.split("_")[2][:-4]) >= 5 and "yweweler" not in n for n in linked)
+
+
+def test_a_joined_run_uses_every_file_and_is_inserted_beside_the_headline(
+        fsdd_dir: Path, tmp_path: Path) -> None:
+    fsdd = _load_benchmark()
+    out = tmp_path / "joined"
+    report = fsdd.main(["--data", str(fsdd_dir), "--out", str(out), "--quick", "--threads", "1",
+                        "--preset", "cpc_tiny", "--steps", "10", "--set", "data.join=group",
+                        "--set", "data.join_pattern=_(?P<group>[a-z]+)_"])
+    # 1 s crops: without joining most FSDD clips would be skipped; joined, every one is used
+    assert report["pretraining_used"] == report["pretraining_files"] == 150
+    assert report["skipped_short"] == 0 and report["sequences"]["count"] == 5
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = (BENCHMARKS.parent / "docs" / "results.md").read_text()
+    (docs / "results.md").write_text(page)
+    for _ in range(2):  # a second insert replaces the section instead of adding another
+        fsdd.insert([str(out), "Joined", "--docs", str(docs), "--short", "joined"])
+    text = (docs / "results.md").read_text()
+    assert text.count("\n## Joined\n") == 1 and text.index("## Joined") < text.index("## Closing note")
+    headline = fsdd.page_headline(page)[("CPC (trained)", "digit")]
+    cpc = report["results"]["cpc"]
+    assert (f"| CPC (trained) | digit | {headline[0]} | {headline[1]} | "
+            f"{fsdd.percent(cpc['official/digit']['test_accuracy'])} | "
+            f"{fsdd.percent(cpc['speaker/digit']['test_accuracy'])} |") in text
+    assert "150 files used, 0 skipped" in text

@@ -72,3 +72,21 @@ def test_faster_crops_hint_only_when_slow() -> None:
     assert faster_crops_hint(1000.0, 5, [10_000] * 4, 6000) == ""
     hint = faster_crops_hint(900.0, 90, [60_000] * 4, 6000)
     assert "--crops 5 takes about 50 s" in hint and "--crops all" not in hint  # 10 crops per file
+
+
+def test_models_auto_joins_short_clips_and_the_users_overrides_win(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    data = tmp_path / "digits"
+    data.mkdir()
+    for speaker in ("jackson", "theo"):
+        for n in range(3):  # 0.1 s: shorter than the `clips` preset's 0.25 s crop
+            sf.write(data / f"{n}_{speaker}_{n}.wav", np.zeros(1600, np.float32), 16000)
+    experiment = Experiment(RunOptions(models=["auto", "1dconv_tiny"], train_data=data,
+                                       out=tmp_path / "results",
+                                       overrides=["data.join_gap_seconds=0.05"]))
+    auto, named = experiment.configs()
+    assert auto.preset == "clips" and auto.data.join == "group"
+    assert auto.data.join_pattern == "_(?P<group>[A-Za-z]+)_" and auto.data.join_gap_seconds == 0.05
+    assert named.data.join == "none"  # only the model chosen by auto gets its join

@@ -251,15 +251,18 @@ class Experiment:
         from audiocpc.presets import load_config
 
         models = list(self.options.models)
+        extra: list[list[str]] = [[] for _ in models]  # auto's data.join settings, if any
         if "auto" in models:  # chosen from the training files' durations
             from audiocpc.data.auto_preset import choose_preset
 
-            chosen, reason = choose_preset(self.options.train_data)
-            log.info(reason)
-            models = [chosen if m == "auto" else m for m in models]
+            choice = choose_preset(self.options.train_data)
+            log.info(choice.reason)
+            extra = [choice.overrides if m == "auto" else [] for m in models]
+            models = [choice.preset if m == "auto" else m for m in models]
         configs = []
-        for model in models:
-            config = check_model_config(load_config(model, [*self.options.overrides,
+        for model, auto_overrides in zip(models, extra):
+            config = check_model_config(load_config(model, [*auto_overrides,
+                                                            *self.options.overrides,
                                                             f"output.dir={self.out}"]))
             if config.output.name is None and Path(model).suffix in (".yaml", ".yml"):
                 # A YAML file is named after itself: two edited copies of `config show 1dconv_gru`
