@@ -113,12 +113,10 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
                     skip_subtree(arg.annotation)
         elif isinstance(node, ast.AnnAssign):
             skip_subtree(node.annotation)
-        elif isinstance(node, ast.JoinedStr):
-            skip_subtree(node)
-        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip_subtree(node)
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
-                                                    for t in node.targets):
+        elif (isinstance(node, ast.JoinedStr)
+              or (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+              or (isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))):
             skip_subtree(node)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
@@ -207,7 +205,7 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
                 setattr(parent, field, new)
                 return
             if isinstance(value, list) and any(item is old for item in value):
-                value[[i for i, item in enumerate(value) if item is old][0]] = new
+                value[next(i for i, item in enumerate(value) if item is old)] = new
                 return
     raise ValueError("node not found in its tree")
 
