@@ -333,8 +333,17 @@ def run(modules: Sequence[str], *, max_mutants: int | None, jobs: int, timeout: 
                       flush=True)
             return outcome
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            outcomes = list(pool.map(test_one, plan))
+        outcomes: list[Outcome] = []
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
+            for outcome in pool.map(test_one, plan):
+                outcomes.append(outcome)
+        except KeyboardInterrupt:  # Ctrl-C: the score of what finished (the copies go with tmp)
+            pool.shutdown(wait=True, cancel_futures=True)
+            if log:
+                print(f"interrupted: {len(outcomes)} of {len(plan)} mutants tested")
+        else:
+            pool.shutdown(wait=True)
     if log:
         print(report(outcomes, modules))
     return outcomes
