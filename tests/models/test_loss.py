@@ -101,3 +101,20 @@ def test_ties_do_not_count_as_correct() -> None:
     out = info_nce(torch.zeros(2, 1, K, 5), torch.full((K,), 1.0 / K))
     assert torch.all(out.step_accuracy == 0)
     assert out.loss.item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def test_step_accuracy_counts_per_step_against_every_negative() -> None:
+    """Found by mutation testing: nothing checked the per-step accuracy beyond ties. Two
+    sequences, one position, three steps, three negatives; worked out by hand."""
+    logits = torch.tensor([
+        [[[2.0, 1.0, 0.0, 0.0],     # step 1: positive wins
+          [1.0, 3.0, 0.0, 0.0],     # step 2: the first negative wins (not the last)
+          [1.0, 0.0, 0.0, 5.0]]],   # step 3: the last negative wins
+        [[[0.0, 1.0, 0.0, 0.0],     # step 1: the first negative wins
+          [4.0, 0.0, 3.0, 0.0],     # step 2: positive wins
+          [2.0, 0.0, 0.0, 1.0]]],   # step 3: positive wins
+    ])
+    out = info_nce(logits, torch.full((3,), 1.0 / 3))
+    assert out.step_accuracy.shape == (3,)
+    assert out.step_accuracy.tolist() == [0.5, 0.5, 0.5]
+    assert info_nce(logits[:1], torch.full((3,), 1.0 / 3)).step_accuracy.tolist() == [1.0, 0.0, 0.0]
