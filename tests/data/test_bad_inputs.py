@@ -281,8 +281,10 @@ def test_a_changed_file_is_scanned_again(tmp_path: Path) -> None:
     data = _data_config(tmp_path)
     first = scan_folder(folder, data, progress=False)
     assert all(f.usable for f in first.files)
-    time.sleep(0.01)
+    before = (folder / "good_b.wav").stat()
     sf.write(folder / "good_b.wav", _tone(seconds=0.5), SR)  # now shorter than a crop
+    # a later modification time whatever the file system's clock resolution (no sleep)
+    os.utime(folder / "good_b.wav", ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     second = scan_folder(folder, data, progress=False)
     entry = {f.file: f for f in second.files}["good_b.wav"]
     assert not entry.usable and abs(entry.duration - 0.5) < 1e-9

@@ -44,3 +44,22 @@ def test_tutorial_layout_has_three_folders_and_labels_in_the_names(tmp_path: Pat
     again = make_demo_dataset(tmp_path / "again", files_per_class=2, test_files_per_class=1,
                               seconds=0.5, sample_rate=22050, layout="tutorial")
     assert (again / "train" / names[0]).read_bytes() == (out / "train" / names[0]).read_bytes()
+
+
+def test_writing_the_demo_data_again_leaves_identical_files_untouched(tmp_path: Path) -> None:
+    """A second `make demo` found embed and MFCC out of date: the data was rewritten with new
+    modification times. Files with the same content now keep theirs; a changed one is rewritten."""
+    import os
+
+    from audiocpc.data.synthetic import make_demo_dataset
+
+    make_demo_dataset(tmp_path, files_per_class=1, test_files_per_class=1, seconds=0.5)
+    files = sorted(tmp_path.rglob("*.wav"))
+    for f in files:
+        os.utime(f, ns=(1_000_000_000, 1_000_000_000))
+    files[0].write_bytes(files[0].read_bytes()[:-10])   # a damaged file is written again
+    content = {f: f.read_bytes() for f in files[1:]}
+    make_demo_dataset(tmp_path, files_per_class=1, test_files_per_class=1, seconds=0.5)
+    assert [f.stat().st_mtime_ns for f in files[1:]] == [1_000_000_000] * (len(files) - 1)
+    assert {f: f.read_bytes() for f in files[1:]} == content
+    assert files[0].stat().st_mtime_ns != 1_000_000_000 and sf.info(str(files[0])).frames == 8000

@@ -31,7 +31,47 @@ def test_throughput_quick_mode_reports_every_number(tmp_path: Path) -> None:
                 "achieved_gflops", "matmul_peak_gflops", "data_crops_per_second",
                 "embed_audio_seconds_per_second", "peak_rss_mib"):
         assert numbers[key] > 0, key
-    assert numbers["achieved_gflops"] == numbers["model_gflop_per_step"] * numbers["train_steps_per_second"]
+
+
+def test_throughput_derives_its_rates_from_the_measurements(tmp_path: Path, monkeypatch) -> None:
+    """The derived columns, with the measurements replaced by known numbers and the expected
+    values worked out by hand (1dconv_tiny: 16 crops of 8000 samples at 8 kHz = 16 s a step)."""
+    throughput = _load("throughput")
+    monkeypatch.setattr(throughput, "matmul_peak_gflops", lambda dtype: 40.0 if dtype == torch.float32 else 20.0)
+    monkeypatch.setattr(throughput, "bench_data", lambda corpus, cfg, intervals: 3200.0)
+    monkeypatch.setattr(throughput, "bench_training", lambda *args: (2.5, 4.0))
+    monkeypatch.setattr(throughput, "bench_embedding", lambda *args: (120.0, True))
+    out = tmp_path / "bench.json"
+    assert throughput.main(["--preset", "1dconv_tiny", "--quick", "--json", str(out),
+                            "--data", str(_tiny_folder(tmp_path))]) == 0
+    numbers = json.loads(out.read_text())
+    assert numbers["batch"] == 16
+    assert numbers["train_audio_seconds_per_second"] == 40.0   # 2.5 steps/s x 16 s
+    assert numbers["achieved_gflops"] == 10.0                   # 4 GFLOP x 2.5 steps/s
+    assert numbers["fraction_of_matmul_peak"] == 0.25           # 10 of 40
+    assert numbers["data_headroom"] == 80.0                     # 3200 crops/s for 40 a second
+    assert numbers["embed_vs_train_speed"] == 3.0               # 120 audio s/s against 40
+
+
+def _tiny_folder(tmp_path: Path) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(3):
+        sf.write(folder / f"tone{i}.wav", np.sin(np.arange(16000) * (0.05 + 0.01 * i)).astype(np.float32), 8000)
+    return folder
+
+
+def test_flop_count_of_a_linear_layer_by_hand() -> None:
+    """y = x W^T + b with x [5, 8], W [4, 8]: the forward matmul is 2*5*8*4 = 320 FLOPs; the
+    backward adds the weight gradient (320) and, when x needs one, the input gradient (320)."""
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(5, 8)
+    assert count_training_flops(layer, lambda: layer(x).sum().backward()) == 640
+    x.requires_grad_(True)
+    assert count_training_flops(layer, lambda: layer(x).sum().backward()) == 960
 
 
 def test_flop_count_matches_the_layer_shapes() -> None:

@@ -1,7 +1,7 @@
 """The FSDD benchmark's quick mode runs end to end on the real recordings (skipped when the
-dataset is absent). Its accuracies are not asserted: the headline numbers live in
+dataset is absent). Its headline numbers live in
 docs/results.md. What is checked: the table's shape, every cell computed on the right
-files, and that no test audio reached pretraining."""
+files and well above chance, and that no test audio reached pretraining."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -45,12 +47,23 @@ def test_quick_mode_computes_every_row(fsdd_dir: Path, tmp_path: Path) -> None:
     rows = report["table"]
     assert [(r["features"], r["label"]) for r in rows] == [
         (key, label) for label in ("digit", "speaker") for key, _ in fsdd.ROWS]
+    # Every feature set tells digits and speakers apart well above chance even after 30 steps
+    # (digits 1/10, speakers 1/6). Measured once (2 shared cores): digits 67-95 % official,
+    # 35-78 % held-out speaker; speakers 77-95 %. Shuffled labels, a probe scored on the wrong
+    # rows or features of the wrong files would sit near chance.
     for row in rows:
-        assert 0.0 <= row["official"] <= 1.0, row
         if row["label"] == "digit":
-            assert 0.0 <= row["speaker"] <= 1.0, row
+            assert row["official"] > 0.4 and row["speaker"] > 0.2, row
         else:  # a held-out speaker cannot be classified by speaker
+            assert row["official"] > 0.4, row
             assert row["speaker"] is None
+    mfcc = {r["label"]: r for r in rows if r["features"] == "mfcc_baseline"}
+    assert mfcc["digit"]["official"] > 0.7 and mfcc["speaker"]["official"] > 0.7
+    # each accuracy is the fraction of its own predictions that match the truth
+    for features, cells in report["results"].items():
+        for cell in cells.values():
+            hits = [p == t for p, t in zip(cell["predicted"], cell["truth"], strict=True)]
+            assert cell["test_accuracy"] == pytest.approx(sum(hits) / len(hits)), features
     cpc = report["results"]["cpc"]
     # quick subset: 6 speakers x 10 digits x takes {0, 5, 10, 11}; take 0 is the official test
     assert cpc["official/digit"]["test_files"] == 60

@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,28 @@ from audiocpc.training.checkpoint import load_checkpoint
 
 def _metrics(out: Path, features: str) -> dict:
     return json.loads((out / "classifier" / features / "metrics.json").read_text())
+
+
+def _assert_mfcc_rows_are_of_the_listed_crops(mfcc_dir: Path, data_dir: Path) -> None:
+    """The MFCC manifest is a copy of the CPC one, so equal manifests prove nothing: each stored
+    row must be the MFCC summary of the audio at that row's own start, recomputed here from the
+    decoded file, and not that of the file's beginning."""
+    from audiocpc.data.audio import read_audio
+    from audiocpc.evaluation.mfcc import mfcc_summary
+    from audiocpc.evaluation.store import EmbeddingSplit
+
+    stored = EmbeddingSplit.read(mfcc_dir, "test")
+    rate = int(EmbeddingSplit.read_info(mfcc_dir, "test")["sample_rate"])
+    later = [i for i, start in enumerate(stored.start_seconds) if float(start) > 0.1]
+    assert len(later) >= len(stored) // 2   # crops start across the files, not all at 0
+    for i in later[:12]:
+        wave = read_audio(data_dir / stored.files[i], rate)
+        start, length = round(float(stored.start_seconds[i]) * rate), round(float(stored.duration_seconds[i]) * rate)
+        at_crop = mfcc_summary(wave[start:start + length], rate)
+        at_file_start = mfcc_summary(wave[:length], rate)
+        row = np.asarray(stored.features[i])
+        assert np.allclose(row, at_crop, atol=1e-3), (stored.files[i], float(stored.start_seconds[i]))
+        assert np.abs(row - at_file_start).max() > 1e-2
 
 
 @pytest.mark.slow
@@ -44,6 +67,7 @@ def test_run_trains_embeds_classifies_and_beats_the_random_baseline(
                  for s in ("", "_random", "_mfcc")]
     assert manifests[0] == manifests[1] == manifests[2]
     assert mfcc["dim"] == 40 and mfcc["split"] == cpc["split"]
+    _assert_mfcc_rows_are_of_the_listed_crops(out / "embeddings" / "1dconv_tiny_mfcc", demo_dir / "test")
 
     tsne = json.loads((out / "tsne" / "1dconv_tiny" / "tsne.json").read_text())
     assert tsne["points"] == 300 and len(tsne["per_class"]) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import pickle
 import shutil
 from pathlib import Path
@@ -122,7 +123,7 @@ def _demo_waves(folder: Path) -> tuple[list[Path], list[np.ndarray], list[str]]:
     return paths, waves, [p.name.split(".")[0] for p in paths]
 
 
-def test_cpc_transformer_in_a_scikit_learn_pipeline(tiny_run: Path, demo_dir: Path) -> None:
+def test_cpc_transformer_in_a_scikit_learn_pipeline(tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
     _, train_waves, train_labels = _demo_waves(demo_dir / "train")
     paths, waves, labels = _demo_waves(demo_dir / "test")
     transformer = audiocpc.CPCTransformer(tiny_run, sample_rate=16000, crops=2)
@@ -134,9 +135,20 @@ def test_cpc_transformer_in_a_scikit_learn_pipeline(tiny_run: Path, demo_dir: Pa
 
     features = transformer.transform(waves)
     assert features.shape == (len(waves), 64) and features.dtype == np.float32
-    expected = audiocpc.load(tiny_run).embed_waveforms(waves, 16000, crops=2)
-    np.testing.assert_allclose(features, expected, atol=1e-6)
-    assert transformer.transform(paths).shape == (len(paths), 64)  # file paths work too
+    # file paths: each row is the mean of the rows `audiocpc embed` writes for that file's crops
+    # (an independent path: the CLI reads the folder through the scan and the decoded-audio cache)
+    assert main(["embed", str(tiny_run), "--data", str(demo_dir / "test"), "--split", "test",
+                 "--crops", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    rows = np.load(tmp_path / "embeddings" / "tiny" / "test.npy")
+    with open(tmp_path / "embeddings" / "tiny" / "test.csv", newline="") as handle:
+        row_files = [r["file"] for r in csv.DictReader(handle)]
+    by_cli = np.stack([rows[[f == p.name for f in row_files]].mean(axis=0) for p in paths])
+    assert all(row_files.count(p.name) == 2 for p in paths)
+    np.testing.assert_allclose(transformer.transform(paths), by_cli, atol=1e-5)
+    # waveforms go through the same model: the same file's two crops differ from its row only
+    # by where they are cut (keyed by position, not name), so each row is nearest its own file
+    distances = np.linalg.norm(features[:, None] - by_cli[None], axis=-1)
+    assert (distances.argmin(axis=1) == np.arange(len(paths))).mean() > 0.5
 
     copy = clone(transformer).set_params(kind="z_mean")
     assert copy.get_params()["kind"] == "z_mean" and transformer.kind == "context"

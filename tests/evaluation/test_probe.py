@@ -44,6 +44,28 @@ def clustered(n_classes: int, files_per_class: int, crops: int, dim: int, spread
     return np.array(features), files, labels
 
 
+@pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Every figure the plots module saves, by file name, so a test can read what was drawn."""
+    from audiocpc.evaluation import plots
+
+    figures: dict[str, object] = {}
+    original = plots._save
+
+    def keep(fig: object, path: Path, dpi: int) -> None:
+        figures[path.name] = fig
+        original(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def _hex(colour: object) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(colour)  # type: ignore[arg-type]
+
+
 def test_split_by_file_never_puts_one_file_on_both_sides() -> None:
     _, files, labels = clustered(4, 7, crops=5, dim=2, spread=1.0, seed=0)
     held = split_by_file(files, labels, test_fraction=0.3, seed=3)
@@ -102,7 +124,7 @@ def test_file_accuracy_averages_probabilities_over_a_files_crops() -> None:
     assert metrics["confusion"] == [[2, 1], [0, 1]]
 
 
-def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path) -> None:
+def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path, saved_figures) -> None:
     x, files, labels = clustered(3, 8, crops=4, dim=6, spread=0.6, seed=3)
     folder = tmp_path / "embeddings" / "run"
     write_embeddings(folder, "train", x, files, labels)
@@ -119,6 +141,37 @@ def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path) -> No
     assert written["probes"]["logreg"]["crop_accuracy"] > 0.9
     assert (tmp_path / "classifier" / "run" / "confusion_logreg.png").stat().st_size > 1000
     assert (tmp_path / "classifier" / "run" / "mlp_curves.png").is_file()
+    # the drawn matrix: its rows are the held-out crops of each true class (from split.csv),
+    # its diagonal the correctly predicted ones, each cell row-normalised and written in it
+    with open(tmp_path / "classifier" / "run" / "split.csv") as handle:
+        test_files = {row["file"] for row in csv.DictReader(handle) if row["side"] == "test"}
+    logreg = written["probes"]["logreg"]
+    counts = np.array(logreg["confusion"])
+    per_class = [sum(f in test_files and label == c for f, label in zip(files, labels))
+                 for c in written["classes"]]
+    assert counts.sum(axis=1).tolist() == per_class
+    assert np.trace(counts) / counts.sum() == pytest.approx(logreg["crop_accuracy"])
+    axes = saved_figures["confusion_logreg.png"].axes[0]
+    drawn = np.asarray(axes.images[0].get_array())
+    assert np.allclose(drawn, counts / counts.sum(axis=1, keepdims=True))
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axes.texts}
+    assert cells == {(i, j): f"{drawn[i, j]:.2f}" for i in range(3) for j in range(3)}
+    assert [t.get_text() for t in axes.get_yticklabels()] == written["classes"]
+
+
+def test_the_confusion_plot_draws_each_cell_where_its_counts_are(tmp_path: Path, saved_figures) -> None:
+    from audiocpc.evaluation.plots import confusion_matrix_plot
+
+    # true a: predicted a twice, b once; true b: predicted b; true c: predicted a 3 times, c once
+    confusion_matrix_plot([[2, 1, 0], [0, 1, 0], [3, 0, 1]], ["a", "b", "c"], tmp_path / "m.png", "t")
+    axes = saved_figures["m.png"].axes[0]
+    assert np.allclose(np.asarray(axes.images[0].get_array()),
+                       [[2 / 3, 1 / 3, 0], [0, 1, 0], [0.75, 0, 0.25]])
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axes.texts}
+    assert cells[(0, 0)] == "0.67" and cells[(0, 1)] == "0.33" and cells[(2, 0)] == "0.75"
+    assert cells[(2, 2)] == "0.25" and cells[(1, 0)] == "0.00"
+    assert axes.get_xlabel() == "predicted class" and axes.get_ylabel() == "true class"
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["a", "b", "c"]
 
 
 def test_classify_uses_the_test_split_and_drops_unlabelled_and_unseen(tmp_path: Path) -> None:
@@ -154,7 +207,7 @@ def test_stratified_subsample_keeps_every_stratum() -> None:
     assert (kept == "a").sum() == 90 and (kept == "b").sum() == 9 and (kept == "c").sum() == 1
 
 
-def test_tsne_puts_train_and_test_in_one_space(tmp_path: Path) -> None:
+def test_tsne_puts_train_and_test_in_one_space(tmp_path: Path, saved_figures) -> None:
     x, files, labels = clustered(3, 5, crops=10, dim=16, spread=0.3, seed=6)
     tx, tfiles, tlabels = clustered(3, 2, crops=10, dim=16, spread=0.3, seed=7, prefix="t/")
     folder = tmp_path / "emb"
@@ -168,6 +221,28 @@ def test_tsne_puts_train_and_test_in_one_space(tmp_path: Path) -> None:
     with open(tmp_path / "tsne" / "tsne_points.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["split"] for r in rows} == {"train", "test"}
+    # each row's label is the class of its file (clustered() names files by class)
+    assert all(r["file"].split("/")[-2] == r["label"] for r in rows)
+    # the map keeps the classes apart: a point's nearest neighbour in 2-D is of its class
+    xy = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    names = np.array([r["label"] for r in rows])
+    distances = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 1e9
+    assert (names[distances.argmin(axis=1)] == names).mean() > 0.9
+    # the drawn points: every point sits in the colour of its own class (and the legend says so)
+    from audiocpc.evaluation.plots import class_colours
+
+    axes = saved_figures["tsne.png"].axes[0]
+    colour_of = dict(zip(info["classes"], map(_hex, class_colours(len(info["classes"])))))
+    offsets = np.concatenate([np.asarray(c.get_offsets()) for c in axes.collections])
+    colours = [_hex(c.get_facecolor()[0]) for c in axes.collections for _ in c.get_offsets()]
+    assert len(offsets) == len(rows)
+    for point, r in zip(xy, rows):  # the csv keeps 4 decimals
+        nearest = int(np.linalg.norm(offsets - point, axis=1).argmin())
+        assert np.abs(offsets[nearest] - point).max() < 1e-3, r
+        assert colours[nearest] == colour_of[r["label"]], r
+    legend = {t.get_text(): _hex(h.get_color()) for t, h in zip(axes.get_legend().get_texts(),
+                                                                 axes.get_legend().legend_handles)}
+    assert all(legend[name] == colour for name, colour in colour_of.items())
     points = np.array([[float(r["x"]), float(r["y"])] for r in rows])
     names = np.array([r["label"] for r in rows])
     # the map keeps the clusters: each point's nearest neighbour is of its own class

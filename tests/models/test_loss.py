@@ -101,3 +101,43 @@ def test_ties_do_not_count_as_correct() -> None:
     out = info_nce(torch.zeros(2, 1, K, 5), torch.full((K,), 1.0 / K))
     assert torch.all(out.step_accuracy == 0)
     assert out.loss.item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def test_step_accuracy_counts_per_step_against_every_negative() -> None:
+    """Found by mutation testing: nothing checked the per-step accuracy beyond ties. Two
+    sequences, one position, three steps, three negatives; worked out by hand."""
+    logits = torch.tensor([
+        [[[2.0, 1.0, 0.0, 0.0],     # step 1: positive wins
+          [1.0, 3.0, 0.0, 0.0],     # step 2: the first negative wins (not the last)
+          [1.0, 0.0, 0.0, 5.0]]],   # step 3: the last negative wins
+        [[[0.0, 1.0, 0.0, 0.0],     # step 1: the first negative wins
+          [4.0, 0.0, 3.0, 0.0],     # step 2: positive wins
+          [2.0, 0.0, 0.0, 1.0]]],   # step 3: positive wins
+    ])
+    out = info_nce(logits, torch.full((3,), 1.0 / 3))
+    assert out.step_accuracy.shape == (3,)
+    assert out.step_accuracy.tolist() == [0.5, 0.5, 0.5]
+    assert info_nce(logits[:1], torch.full((3,), 1.0 / 3)).step_accuracy.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_cosine_and_bilinear_similarities_by_hand() -> None:
+    """Found by mutation testing: no test used the cosine or bilinear similarity."""
+    from audiocpc.models.similarity import BilinearSimilarity, CosineSimilarity
+
+    predictions = torch.tensor([[[3.0, 4.0]], [[1.0, 0.0]]])   # [2, 1, D=2]
+    bank = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-6.0, -8.0]])  # [M=3, D]
+    cosine = CosineSimilarity(2, temperature=0.5)(predictions, bank)
+    # cos = (p / |p|) . (b / |b|), divided (not multiplied) by the temperature
+    expected = torch.tensor([[[0.6, 0.8, -1.0]], [[1.0, 0.0, -0.6]]]) / 0.5
+    assert cosine.shape == (2, 1, 3) and torch.allclose(cosine, expected)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        CosineSimilarity(2, temperature=0.0)
+
+    bilinear = BilinearSimilarity(2)
+    assert torch.equal(bilinear.weight, torch.eye(2))  # starts as the dot product
+    assert torch.allclose(bilinear(predictions, bank), predictions @ bank.T)
+    with torch.no_grad():
+        bilinear.weight.copy_(torch.tensor([[0.0, 1.0], [2.0, 0.0]]))
+    # p W b: p = (3, 4) -> p W = (8, 3); against (1, 0), (0, 2), (-6, -8): 8, 6, -72
+    assert bilinear(predictions, bank)[0, 0].tolist() == [8.0, 6.0, -72.0]
+    assert [name for name, _ in bilinear.named_parameters()] == ["weight"]  # learned

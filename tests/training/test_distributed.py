@@ -184,13 +184,14 @@ def test_killed_rank_stops_the_run_cleanly_and_it_resumes(tone_dir: Path, tmp_pa
         time.sleep(0.1)
     assert proc.poll() is None, _finish(proc)[1][-3000:]
     os.kill(int((dump / "rank1.pid").read_text()), signal.SIGKILL)
-    killed_at = time.monotonic()
-    code, output = _finish(proc, timeout=60)
-    stop_seconds = time.monotonic() - killed_at
+    code, output = _finish(proc, timeout=LAUNCH_TIMEOUT_S)
 
     assert code != 0
-    assert stop_seconds < 30  # gloo sees the closed connection at once; no timeout wait
     assert "audiocpc: error (rank 0): rank 0: lost contact with the other processes" in output
+    # gloo saw the closed connection, rather than waiting out train.distributed_timeout_s (a
+    # cause read from the message, not a duration: durations fail under load)
+    cause = output.split("lost contact with the other processes")[1].split("Another rank")[0]
+    assert "timed out" not in cause.lower() and "timeout" not in cause.lower(), cause
     assert "run the same command with --resume" in output
     assert "Traceback" not in output.split("audiocpc: error")[0]  # no worker traceback first
     saved = load_checkpoint(run_dir)

@@ -20,11 +20,14 @@ so the same call always writes the same files. Labels are in the file names
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import soundfile as sf
+
+from audiocpc.fileio import atomic_write_bytes
 
 Generator = Callable[[np.random.Generator, np.ndarray, int], np.ndarray]
 
@@ -159,7 +162,7 @@ def make_demo_dataset(out_dir: str | Path, files_per_class: int = 24, test_files
     asks: `custom_audio_dataset/` (audio to train CPC on), `train/` and `test/` (audio to
     embed and classify), labels in the names as in `7seven00032.wav` (`0rising00003.wav`),
     all at one known rate (give sample_rate=22050, the tutorial's original_sr).
-    Existing files with the same names are overwritten with identical content.
+    Existing files with the same content are left untouched (their times too).
     """
     if classes not in CLASS_SETS:
         raise ValueError(f"classes: choose {', '.join(CLASS_SETS)}, got {classes!r}")
@@ -178,5 +181,19 @@ def make_demo_dataset(out_dir: str | Path, files_per_class: int = 24, test_files
                 wave = synth_clip(label, seconds, sample_rate, rng, classes)
                 name = (f"{class_index}{label}{i:05d}.wav" if layout == "tutorial"
                         else f"{label}.{i:05d}.wav")
-                sf.write(folder / name, wave, sample_rate, subtype="PCM_16")
+                _write_if_changed(folder / name, wave, sample_rate)
     return out
+
+
+def _write_if_changed(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    """Leave a file that already holds these samples untouched: a rewrite would change its
+    modification time, and every stage keyed by the audio (embed, MFCC) would run again."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
+    data = buffer.getvalue()
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:  # absent or unreadable: write it
+        pass
+    atomic_write_bytes(path, data)

@@ -1,0 +1,401 @@
+"""Mutation testing for audiocpc: plant one small bug at a time and see whether a test fails.
+
+    python benchmarks/mutation.py                                   # every target module
+    python benchmarks/mutation.py --modules models/loss.py data/cache.py --max-mutants 25
+    python benchmarks/mutation.py --list                            # the mutants, nothing run
+
+Each mutant is one change found with `ast` in one target module: a comparison flipped
+(`<` -> `>=`, `==` -> `!=`, `in` -> `not in`, ...), `+`/`-` and `*`/`/` swapped (also in
+`+=` and friends), `and`/`or` swapped, a `not` dropped, a number off by one, `True`/`False`
+swapped, a `return X` replaced by `return None`, a call statement removed (`clip_grad_norm_(...)`,
+`optimizer.zero_grad()`), one keyword argument dropped (`mask=...`), or the first two
+positional arguments of a call swapped. The mutated module is written into a private copy of
+`src/` under a temporary folder; the module's tests (MODULE_TESTS below, the fast lane:
+`-m "not slow" -x`) run with PYTHONPATH pointing at that copy. The repository's own source is
+never written, so killing this script cannot leave a mutated tree behind.
+
+A mutant is *killed* when the tests fail or run past their limit (3x the unmutated run's time,
+at least `--timeout`: an infinite loop is a caught bug), and *survives* when they pass. Score = killed / (killed + survived). Mutants
+that do not compile or that `ast.unparse` renders identical to the original are not counted.
+Not part of CI: one mutant costs a full run of its module's tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+REPO = Path(__file__).resolve().parents[1]
+
+# module (relative to src/audiocpc) -> the fast tests that exercise it (pytest arguments: files,
+# node ids, -k). Kept narrow on purpose: every mutant reruns them, so each list is what is worth
+# paying for per mutant. The training runs of tests/models (resume, README encoder, label-aware
+# training: 15-200 s each on 2 cores) are left out of the model modules' lists.
+_QUICK_MODEL_TESTS = ("-k", "not resumes_exactly and not readme_custom_encoder and not learns_every_step")
+MODULE_TESTS: dict[str, tuple[str, ...]] = {
+    "models/loss.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py"),
+    "models/negatives.py": ("tests/models/test_loss.py", "tests/models/test_model_family.py",
+                            *_QUICK_MODEL_TESTS),
+    "models/similarity.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
+                             "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
+    "models/context.py": ("tests/models/test_from_parts.py", "tests/models/test_hidden_states.py",
+                          "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
+    "models/cpc.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
+                      "tests/models/test_hidden_states.py", "tests/models/test_model_family.py",
+                      *_QUICK_MODEL_TESTS),
+    "data/corpus.py": ("tests/data/test_data_path.py", "tests/data/test_join.py",
+                       "tests/data/test_audio.py"),
+    "data/cache.py": ("tests/data/test_cache_integrity.py", "tests/data/test_data_path.py",
+                      "tests/data/test_scale_limits.py"),
+    "evaluation/embed.py": ("tests/evaluation/test_embed.py", "tests/evaluation/test_pooling.py"),
+    "evaluation/probe.py": ("tests/evaluation/test_probe.py", "tests/evaluation/test_classify_errors.py"),
+    "evaluation/classify.py": ("tests/evaluation/test_probe.py", "tests/evaluation/test_classify_errors.py"),
+}
+
+_FLIPPED_COMPARISON: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt,
+    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+    ast.In: ast.NotIn, ast.NotIn: ast.In,
+}
+_SWAPPED_ARITHMETIC: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult, ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult,
+}
+_SYMBOL = {ast.Lt: "<", ast.GtE: ">=", ast.Gt: ">", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!=",
+           ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in", ast.Add: "+",
+           ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+           ast.And: "and", ast.Or: "or"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str        # relative to src/audiocpc, e.g. "models/loss.py"
+    node_index: int    # position of the mutated node in ast.walk order of the parsed module
+    kind: str          # the operator, e.g. "compare", "drop-call"
+    variant: int       # which of the kind's alternatives at that node (e.g. which keyword)
+    line: int
+    description: str
+
+    @property
+    def where(self) -> str:
+        return f"src/audiocpc/{self.module}:{self.line}"
+
+
+def _skipped_nodes(tree: ast.Module) -> set[int]:
+    """Nodes no mutation may touch: annotations, docstrings, f-strings, `__all__`, and the
+    `if TYPE_CHECKING:` blocks (changing them changes no behaviour a test could see)."""
+    skipped: set[int] = set()
+
+    def skip_subtree(node: ast.AST | None) -> None:
+        if node is not None:
+            skipped.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            skip_subtree(node.returns)
+            for arg in [*node.args.args, *node.args.posonlyargs, *node.args.kwonlyargs,
+                        node.args.vararg, node.args.kwarg]:
+                if arg is not None:
+                    skip_subtree(arg.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            skip_subtree(node.annotation)
+        elif (isinstance(node, ast.JoinedStr)
+              or (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+              or (isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))):
+            skip_subtree(node)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                skip_subtree(body[0])
+    return skipped
+
+
+def _alternatives(node: ast.AST) -> Iterator[tuple[str, int, str]]:
+    """(kind, variant, description) of each mutation that applies at this node."""
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            if type(op) in _FLIPPED_COMPARISON:
+                new = _FLIPPED_COMPARISON[type(op)]
+                yield "compare", i, f"`{_SYMBOL[type(op)]}` -> `{_SYMBOL[new]}`"
+    elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _SWAPPED_ARITHMETIC:
+        new_op = _SWAPPED_ARITHMETIC[type(node.op)]
+        yield "arithmetic", 0, f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new_op]}`"
+    elif isinstance(node, ast.BoolOp):
+        new_bool = ast.Or if isinstance(node.op, ast.And) else ast.And
+        yield "boolean", 0, f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new_bool]}`"
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+        yield "unary", 0, f"`{'not ' if isinstance(node.op, ast.Not) else '-'}` dropped"
+    elif isinstance(node, ast.Constant) and type(node.value) is bool:
+        yield "constant", 0, f"`{node.value}` -> `{not node.value}`"
+    elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        yield "constant", 0, f"`{node.value!r}` -> `{node.value + 1!r}`"
+    elif isinstance(node, ast.Return) and node.value is not None and not (
+            isinstance(node.value, ast.Constant) and node.value.value is None):
+        yield "return", 0, f"`return {_short(node.value)}` -> `return None`"
+    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        yield "drop-call", 0, f"`{_short(node.value)}` removed"
+    if isinstance(node, ast.Call):
+        for i, keyword in enumerate(node.keywords):
+            if keyword.arg is not None:
+                yield "drop-keyword", i, f"`{keyword.arg}=` dropped from `{_short(node.func)}(...)`"
+        positional = [a for a in node.args if not isinstance(a, ast.Starred)]
+        if len(positional) >= 2 and len(positional) == len(node.args):
+            yield "swap-args", 0, f"first two arguments of `{_short(node.func)}(...)` swapped"
+
+
+def _short(node: ast.AST, limit: int = 60) -> str:
+    text = ast.unparse(node).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _apply(tree: ast.Module, node_index: int, kind: str, variant: int) -> ast.Module:
+    """A copy of the tree with one mutation applied (the node found again by walk order)."""
+    tree = copy.deepcopy(tree)
+    node = list(ast.walk(tree))[node_index]
+    if kind == "compare":
+        assert isinstance(node, ast.Compare)
+        node.ops[variant] = _FLIPPED_COMPARISON[type(node.ops[variant])]()
+    elif kind == "arithmetic":
+        assert isinstance(node, (ast.BinOp, ast.AugAssign))
+        node.op = _SWAPPED_ARITHMETIC[type(node.op)]()
+    elif kind == "boolean":
+        assert isinstance(node, ast.BoolOp)
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif kind == "unary":
+        assert isinstance(node, ast.UnaryOp)
+        _replace(tree, node, node.operand)
+    elif kind == "constant":
+        assert isinstance(node, ast.Constant)
+        node.value = (not node.value) if type(node.value) is bool else node.value + 1
+    elif kind == "return":
+        assert isinstance(node, ast.Return)
+        node.value = ast.Constant(value=None)
+    elif kind == "drop-call":
+        _replace(tree, node, ast.Pass())
+    elif kind == "drop-keyword":
+        assert isinstance(node, ast.Call)
+        del node.keywords[variant]
+    elif kind == "swap-args":
+        assert isinstance(node, ast.Call)
+        node.args[0], node.args[1] = node.args[1], node.args[0]
+    else:
+        raise ValueError(f"unknown mutation kind {kind!r}")
+    return ast.fix_missing_locations(tree)
+
+
+def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for parent in ast.walk(tree):
+        for field, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, field, new)
+                return
+            if isinstance(value, list) and any(item is old for item in value):
+                value[next(i for i, item in enumerate(value) if item is old)] = new
+                return
+    raise ValueError("node not found in its tree")
+
+
+def find_mutants(source: str, module: str) -> list[Mutant]:
+    """Every mutant of one module's source, in source order."""
+    tree = ast.parse(source)
+    skipped = _skipped_nodes(tree)
+    original = ast.unparse(tree)
+    mutants = []
+    for index, node in enumerate(ast.walk(tree)):
+        if id(node) in skipped:
+            continue
+        for kind, variant, description in _alternatives(node):
+            mutated = ast.unparse(_apply(tree, index, kind, variant))
+            if mutated == original:
+                continue
+            try:
+                compile(mutated, module, "exec")
+            except SyntaxError:
+                continue
+            mutants.append(Mutant(module, index, kind, variant, getattr(node, "lineno", 0), description))
+    return sorted(mutants, key=lambda m: (m.line, m.node_index, m.kind, m.variant))
+
+
+def sample_mutants(mutants: Sequence[Mutant], max_mutants: int | None, seed: int) -> list[Mutant]:
+    """At most max_mutants of one module's mutants, the same ones for the same seed and source."""
+    if max_mutants is None or len(mutants) <= max_mutants:
+        return list(mutants)
+    module = mutants[0].module
+    chosen = random.Random(f"{seed}:{module}").sample(list(mutants), max_mutants)
+    return sorted(chosen, key=lambda m: (m.line, m.node_index, m.kind, m.variant))
+
+
+def mutated_source(source: str, mutant: Mutant) -> str:
+    return ast.unparse(_apply(ast.parse(source), mutant.node_index, mutant.kind, mutant.variant)) + "\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mutant: Mutant
+    status: str      # "killed", "timeout" (counted as killed) or "survived"
+    seconds: float
+
+
+def _run_tests(src_copy: Path, tests: Sequence[str], timeout: float, repo: Path) -> tuple[str, str]:
+    """Run the tests against a copy of the sources: ("passed"|"failed"|"timeout", output tail)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src_copy), os.environ.get("PYTHONPATH", "")]),
+               PYTHONDONTWRITEBYTECODE="1")  # no stale .pyc of a mutant can outlive it
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
+               "--no-header", *tests]
+    # its own session, so a timeout can end the whole group (torch worker processes included)
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return "timeout", output[-2000:]
+    return ("passed" if process.returncode == 0 else "failed"), output[-2000:]
+
+
+def _check_copy_is_imported(src_copy: Path, package: str) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src_copy), os.environ.get("PYTHONPATH", "")]))
+    found = subprocess.run([sys.executable, "-c", f"import {package}; print({package}.__file__)"],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(src_copy.resolve()):
+        sys.exit(f"mutation.py: the tests would import {package} from {found}, not from the mutated copy "
+                 f"in {src_copy}; uninstall that copy or put it after PYTHONPATH")
+
+
+def run(modules: Sequence[str], *, max_mutants: int | None, jobs: int, timeout: float, seed: int,
+        src: Path, package: str, module_tests: dict[str, tuple[str, ...]], repo: Path,
+        log: bool = True) -> list[Outcome]:
+    """Mutation-test each module against its tests; returns every outcome (also printed)."""
+    package_dir = src / package
+    plan: list[Mutant] = []
+    for module in modules:
+        mutants = sample_mutants(find_mutants((package_dir / module).read_text(), module), max_mutants, seed)
+        plan.extend(mutants)
+        if log:
+            print(f"{module}: {len(mutants)} mutants", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="audiocpc-mutation-") as tmp:
+        copies: Queue[Path] = Queue()
+        for worker in range(max(1, jobs)):
+            copy_root = Path(tmp) / f"worker{worker}"
+            shutil.copytree(src, copy_root, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            copies.put(copy_root)
+        first = copies.get()
+        _check_copy_is_imported(first, package)
+        # The unmutated tests must pass, or every mutant would count as killed. Their time sets
+        # each group's limit: a mutant may take 3x as long (a loaded machine varies) before it
+        # counts as stuck, and never less than --timeout.
+        limits: dict[tuple[str, ...], float] = {}
+        for tests in dict.fromkeys(module_tests[module] for module in modules):
+            started = time.monotonic()
+            status, output = _run_tests(first, tests, 10 * timeout, repo)
+            if status != "passed":
+                sys.exit(f"mutation.py: {' '.join(tests)} do not pass on the unmutated source "
+                         f"({status}); fix them first:\n{output}")
+            limits[tests] = max(timeout, 3 * (time.monotonic() - started))
+            if log:
+                print(f"baseline {time.monotonic() - started:5.1f}s  {' '.join(tests)}", flush=True)
+        copies.put(first)
+
+        def test_one(mutant: Mutant) -> Outcome:
+            copy_root = copies.get()
+            target = copy_root / package / mutant.module
+            original = target.read_text()
+            started = time.monotonic()
+            try:
+                target.write_text(mutated_source(original, mutant))
+                tests = module_tests[mutant.module]
+                status, _ = _run_tests(copy_root, tests, limits[tests], repo)
+            finally:
+                target.write_text(original)
+                copies.put(copy_root)
+            outcome = Outcome(mutant, {"passed": "survived", "failed": "killed"}.get(status, status),
+                              time.monotonic() - started)
+            if log:
+                print(f"  {outcome.status:8s} {outcome.seconds:5.1f}s  {mutant.where}  {mutant.description}",
+                      flush=True)
+            return outcome
+
+        outcomes: list[Outcome] = []
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
+            for outcome in pool.map(test_one, plan):
+                outcomes.append(outcome)
+        except KeyboardInterrupt:  # Ctrl-C: the score of what finished (the copies go with tmp)
+            pool.shutdown(wait=True, cancel_futures=True)
+            if log:
+                print(f"interrupted: {len(outcomes)} of {len(plan)} mutants tested")
+        else:
+            pool.shutdown(wait=True)
+    if log:
+        print(report(outcomes, modules))
+    return outcomes
+
+
+def report(outcomes: Sequence[Outcome], modules: Sequence[str]) -> str:
+    """The score per module and the surviving mutants, as Markdown."""
+    lines = ["", "| module | mutants | killed | survived | score |", "|---|---|---|---|---|"]
+    total_killed = total = 0
+    for module in modules:
+        mine = [o for o in outcomes if o.mutant.module == module]
+        killed = sum(o.status != "survived" for o in mine)
+        total_killed += killed
+        total += len(mine)
+        score = f"{100 * killed / len(mine):.0f} %" if mine else "-"
+        lines.append(f"| `{module}` | {len(mine)} | {killed} | {len(mine) - killed} | {score} |")
+    if total:
+        lines.append(f"| all | {total} | {total_killed} | {total - total_killed} | "
+                     f"{100 * total_killed / total:.0f} % |")
+    survivors = [o for o in outcomes if o.status == "survived"]
+    lines += ["", f"Surviving mutants ({len(survivors)}):" if survivors else "No surviving mutants."]
+    lines += [f"- {o.mutant.where}: {o.mutant.description}" for o in survivors]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", nargs="+", default=list(MODULE_TESTS),
+                        help="modules relative to src/audiocpc (default: all targets: %(default)s)")
+    parser.add_argument("--max-mutants", type=int, default=None,
+                        help="at most N mutants per module, sampled with a fixed seed (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="least seconds per mutant's test run, else 3x the unmutated run's; "
+                             "longer counts as killed (default 60)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --max-mutants sample")
+    parser.add_argument("--list", action="store_true", help="print the mutants and run nothing")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULE_TESTS]
+    if unknown:
+        parser.error(f"--modules: no test mapping for {', '.join(unknown)}; "
+                     f"add it to MODULE_TESTS in benchmarks/mutation.py or pick from {', '.join(MODULE_TESTS)}")
+    if args.list:
+        for module in args.modules:
+            for mutant in find_mutants((REPO / "src" / "audiocpc" / module).read_text(), module):
+                print(f"{mutant.where}  {mutant.kind:12s}  {mutant.description}")
+        return 0
+    outcomes = run(args.modules, max_mutants=args.max_mutants, jobs=args.jobs, timeout=args.timeout,
+                   seed=args.seed, src=REPO / "src", package="audiocpc", module_tests=MODULE_TESTS, repo=REPO)
+    return 0 if outcomes else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

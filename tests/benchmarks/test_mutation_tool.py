@@ -1,0 +1,114 @@
+"""benchmarks/mutation.py on a toy package: a well-tested function's mutants are killed, a
+weakly tested one's survive, and the source tree it mutates is never written."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+MUTATION_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "mutation.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("mutation_tool", MUTATION_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_tool"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+TOY = '''"""A toy module."""
+
+
+def total(a: int, b: int) -> int:
+    return a + b
+
+
+def is_big(x: int) -> bool:
+    return x > 10
+'''
+
+# total() is pinned exactly; is_big() only far from its threshold, so `10 -> 11` survives
+TOY_TEST = '''from toy.arith import is_big, total
+
+
+def test_total():
+    assert total(2, 3) == 5
+    assert total(7, 1) == 8
+
+
+def test_is_big_far_from_the_threshold():
+    assert is_big(100)
+    assert not is_big(0)
+'''
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # runs pytest once per mutant
+def test_mutants_of_the_tested_code_are_killed_and_the_weak_test_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tool = _load_tool()
+    (tmp_path / "src" / "toy").mkdir(parents=True)
+    (tmp_path / "src" / "toy" / "__init__.py").write_text("")
+    (tmp_path / "src" / "toy" / "arith.py").write_text(TOY)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_arith.py").write_text(TOY_TEST)
+    before = _tree_digest(tmp_path / "src")
+
+    outcomes = tool.run(["arith.py"], max_mutants=None, jobs=2, timeout=60, seed=0, src=tmp_path / "src",
+                        package="toy", module_tests={"arith.py": ("tests/test_arith.py",)}, repo=tmp_path)
+
+    by_description = {(o.mutant.line, o.mutant.description): o.status for o in outcomes}
+    assert by_description[(5, "`+` -> `-`")] == "killed"
+    assert by_description[(9, "`>` -> `<=`")] == "killed"
+    assert by_description[(5, "`return a + b` -> `return None`")] == "killed"
+    assert by_description[(9, "`10` -> `11`")] == "survived"
+    assert {o.status for o in outcomes if o.mutant.line == 5} == {"killed"}
+    printed = capsys.readouterr().out
+    assert "src/audiocpc/arith.py:9: `10` -> `11`" in printed or "arith.py:9: `10` -> `11`" in printed
+    assert _tree_digest(tmp_path / "src") == before   # the original was never written
+
+
+@pytest.mark.slow
+def test_a_mutant_stuck_in_a_loop_counts_as_killed_by_the_timeout(tmp_path: Path) -> None:
+    tool = _load_tool()
+    (tmp_path / "src" / "toy").mkdir(parents=True)
+    (tmp_path / "src" / "toy" / "__init__.py").write_text("")
+    (tmp_path / "src" / "toy" / "loop.py").write_text(
+        "def countdown(n):\n    while n > 0:\n        n -= 1\n    return n\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_loop.py").write_text(
+        "from toy.loop import countdown\n\ndef test_countdown():\n    assert countdown(3) == 0\n")
+
+    outcomes = tool.run(["loop.py"], max_mutants=None, jobs=1, timeout=3, seed=0, src=tmp_path / "src",
+                        package="toy", module_tests={"loop.py": ("tests/test_loop.py",)}, repo=tmp_path,
+                        log=False)
+
+    status = {o.mutant.description: o.status for o in outcomes}
+    assert status["`-` -> `+`"] == "timeout"      # n += 1: the loop never ends
+    assert "survived" not in status.values()
+
+
+def test_max_mutants_samples_the_same_mutants_every_time_and_each_one_compiles() -> None:
+    tool = _load_tool()
+    source = "def f(a, b):\n" + "".join(f"    a = a + {i} * b\n" for i in range(20)) + "    return a\n"
+    mutants = tool.find_mutants(source, "toy.py")
+    assert len(mutants) == 20 * 3 + 1   # per line `+`, `*` and the constant; `return a` -> None
+    sample = tool.sample_mutants(mutants, 10, seed=0)
+    assert len(sample) == 10 and len(set(sample)) == 10
+    assert sample == tool.sample_mutants(mutants, 10, seed=0)
+    assert sample != tool.sample_mutants(mutants, 10, seed=1)
+    assert tool.sample_mutants(mutants, 1000, seed=0) == mutants
+    for mutant in mutants:
+        mutated = tool.mutated_source(source, mutant)
+        compile(mutated, "toy.py", "exec")
+        assert mutated.strip() != source.strip()
