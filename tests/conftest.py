@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -123,3 +124,12 @@ def decoded_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(cache_module, "read_audio_with_facts", counting)
     return decoded
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny matrices: one torch thread is several times faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

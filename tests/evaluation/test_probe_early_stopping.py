@@ -9,7 +9,6 @@ validated on crops of files it trained on, it climbs to ~1.0 (measured: <= 0.62 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -24,12 +23,7 @@ SETTINGS = ProbeSettings(kind="mlp", hidden=32, max_epochs=30, patience=5, seed=
                          validation_fraction=0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 def _memorisable(seed: int = 0, prefix: str = "") -> tuple[np.ndarray, list[str], list[str]]:

@@ -4,7 +4,6 @@ up to t unchanged (and must change some later output, so the check is not vacuou
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 import torch
@@ -15,13 +14,7 @@ from audiocpc.models.registry import build
 LENGTH, WIDTH = 9, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is several times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 def _context(name: str) -> torch.nn.Module:

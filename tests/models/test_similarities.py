@@ -4,7 +4,6 @@ with it from a configuration learns (its loss falls over a few optimiser steps).
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -17,13 +16,7 @@ PREDICTIONS = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
 BANK = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [3.0, 4.0]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is several times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 COSINES = torch.tensor([[1.0, 0.0, -1.0, 0.6],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -20,13 +20,7 @@ TINY = ["model.z_dim=16", "model.c_dim=16", "model.encoder.filters=8", "data.N=4
         "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is several times faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 def _trainer(tmp_path: Path, data: Path, *overrides: str) -> Trainer:

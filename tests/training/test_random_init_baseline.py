@@ -4,7 +4,6 @@ training started from: the weights of the model at step 0, for the run's own tra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -18,12 +17,7 @@ TINY = ["model.z_dim=16", "model.c_dim=16", "model.encoder.filters=8", "data.N=4
         "train.validation_fraction=0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 def _train_from(tmp_path: Path, data: Path, seed: int) -> tuple[Path, dict[str, torch.Tensor]]:
