@@ -364,6 +364,7 @@ def test_augmentation_reaches_only_the_past_or_the_future(preset: str, apply_to:
         assert not torch.allclose(view_augmented, clean)
 
 
+@pytest.mark.slow  # a training run of many steps: seconds, not milliseconds
 def test_frame_mode_with_augmentation_and_sampled_negatives_resumes_exactly(
         tone_dir: Path, tmp_path: Path) -> None:
     """Augmentation and negatives draw from torch's generator, which the checkpoint saves."""

@@ -58,6 +58,7 @@ def test_a_dead_run_is_reported_with_its_likely_causes(tone_dir: Path, tmp_path:
     assert any("not learning" in r.message for r in caplog.records)
 
 
+@pytest.mark.slow  # a training run of many steps: seconds, not milliseconds
 def test_a_dead_run_can_stop_with_one_line(tone_dir: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--preset", "1dconv_tiny", "--data", str(tone_dir), "--out", str(tmp_path),
@@ -95,6 +96,7 @@ def test_the_learning_rate_warms_up_then_decays() -> None:
     assert learning_rate(5, 1.0, 20, "constant", warmup_steps=100) == 1.0
 
 
+@pytest.mark.slow  # a training run of many steps: seconds, not milliseconds
 def test_the_optimizer_steps_at_the_scheduled_rate(tone_dir: Path, tmp_path: Path) -> None:
     config = load_config("1dconv_tiny", [f"output.dir={tmp_path}", "train.epochs=2",
                                          "train.steps_per_epoch=10", "train.warmup_steps=5"])

@@ -39,6 +39,7 @@ def _parameters(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir)["model"]
 
 
+@pytest.mark.slow  # a training run of many steps: seconds, not milliseconds
 def test_resume_continues_exactly(tone_dir: Path, tmp_path: Path) -> None:
     # extended from 1 to 2 epochs: exact with a constant rate (a decaying schedule is planned
     # over all steps; resuming with unchanged settings is exact with any schedule, see
