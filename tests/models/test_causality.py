@@ -72,3 +72,19 @@ def test_transformer_context_is_causal_with_a_multi_layer_dense_stack() -> None:
                                                "dropout": 0.0},
                     in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
     _check_causal(network)
+
+
+def test_sinusoidal_positions_are_the_transformer_papers_codes() -> None:
+    """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d)), by hand
+    (a mutation-testing survivor: `position * div` -> `position / div` passed every test)."""
+    import math
+
+    from audiocpc.models.context import sinusoidal_positions
+
+    length, dim = 7, 6
+    codes = sinusoidal_positions(length, dim, torch.device("cpu"))
+    for p in range(length):
+        for i in range(dim // 2):
+            angle = p / 10000 ** (2 * i / dim)
+            assert abs(float(codes[p, 2 * i]) - math.sin(angle)) < 1e-5
+            assert abs(float(codes[p, 2 * i + 1]) - math.cos(angle)) < 1e-5
