@@ -221,26 +221,18 @@ def _add_tsne_options(parser: argparse.ArgumentParser) -> None:
 
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, expected: str = "a positive number") -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 
 def _crops_arg(text: str):  # -> int | "all"
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
-    return value
+    return text if text == "all" else _positive_int(text, "a positive number or 'all'")
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:

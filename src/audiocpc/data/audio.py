@@ -308,7 +308,35 @@ VARIANCE_FLOOR = 1e-10
 _STATS_BLOCK = 1 << 22  # samples per block when measuring a long recording
 
 
-class Standardized:
+class WaveView:
+    """A lazy float32 view of a 1-D recording `base` (a memory map, an int16 shard slice):
+    behaves like the decoded array, and computes only the slices taken from it. Subclasses
+    say how a slice of `base` becomes float32 samples (`__getitem__`)."""
+
+    ndim = 1
+    dtype = np.dtype(np.float32)
+    base: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.base.size)
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0])
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
+        raise NotImplementedError
+
+    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class Standardized(WaveView):
     """A recording scaled to zero mean and unit variance, computed on the slices taken from
     it (a memory-mapped file is never copied whole). Slicing it like an array gives float32."""
 
@@ -327,27 +355,9 @@ class Standardized:
         self.mean = total / n
         self.scale = 1.0 / float(np.sqrt(max(total_sq / n - self.mean**2, 0.0) + VARIANCE_FLOOR))
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.base.shape)
-
-    @property
-    def size(self) -> int:
-        return int(self.base.size)
-
-    ndim = 1
-    dtype = np.dtype(np.float32)
-
-    def __len__(self) -> int:
-        return int(self.base.shape[0])
-
     def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
         piece = np.asarray(self.base[index], dtype=np.float32)
         return ((piece - np.float32(self.mean)) * np.float32(self.scale)).astype(np.float32)
-
-    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
 
 def standardize(wave: np.ndarray) -> np.ndarray:

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
+from audiocpc.data.audio import WaveView
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
 from audiocpc.data.prepared_shards import MANIFEST_NAME, ShardTask, is_prepared, write_shard
@@ -81,33 +81,15 @@ def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = N
 # ---------------------------------------------------------------- reading
 
 
-class ScaledInt16:
+class ScaledInt16(WaveView):
     """A file's int16 samples in a shard, read as float32 (x scale) when sliced; nothing is
     copied until then. Behaves like the 1-D float32 array of the decoded file."""
-
-    ndim = 1
-    dtype = np.dtype(np.float32)
 
     def __init__(self, samples: np.ndarray, scale: float):
         self.base, self.scale = samples, np.float32(scale)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.base.shape)
-
-    @property
-    def size(self) -> int:
-        return int(self.base.size)
-
-    def __len__(self) -> int:
-        return int(self.base.shape[0])
-
     def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
         return np.asarray(self.base[index], dtype=np.float32) * self.scale
-
-    def __array__(self, dtype: Optional[DTypeLike] = None, copy: Optional[bool] = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass(frozen=True)
