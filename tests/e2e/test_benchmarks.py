@@ -105,3 +105,23 @@ def test_embedding_speed_benchmark_reports_every_shape_against_training(tmp_path
                     "speedup_over_crop_by_crop_cpu"):
             assert row[key] > 0, key
         assert row["max_abs_difference"] < 1e-4
+
+
+def test_preset_cost_turns_rates_into_minutes_per_audio_hour(tmp_path: Path, monkeypatch) -> None:
+    """The cost table from known rates: 40 audio-s/s of training is 1.5 minutes per audio
+    hour, 120 audio-s/s of embedding 0.5."""
+    throughput = _load("throughput")
+    monkeypatch.setattr(throughput, "matmul_peak_gflops", lambda dtype: 40.0)
+    monkeypatch.setattr(throughput, "bench_data", lambda corpus, cfg, intervals: 3200.0)
+    monkeypatch.setattr(throughput, "bench_training", lambda *args: (2.5, 4.0))
+    monkeypatch.setattr(throughput, "bench_embedding", lambda *args: (120.0, True))
+    monkeypatch.setitem(__import__("sys").modules, "throughput", throughput)
+    cost = _load("preset_cost")
+    out = tmp_path / "cost.json"
+    assert cost.main(["--presets", "1dconv_tiny", "--quick", "--json", str(out),
+                      "--data", str(_tiny_folder(tmp_path))]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["train_minutes_per_audio_hour"] == 1.5
+    assert row["embed_minutes_per_audio_hour"] == 0.5
+    assert "load average" in report["machine"]
