@@ -88,3 +88,18 @@ def test_sinusoidal_positions_are_the_transformer_papers_codes() -> None:
             angle = p / 10000 ** (2 * i / dim)
             assert abs(float(codes[p, 2 * i]) - math.sin(angle)) < 1e-5
             assert abs(float(codes[p, 2 * i + 1]) - math.cos(angle)) < 1e-5
+
+
+def test_pre_norm_transformer_context_is_causal_and_normalises_its_output() -> None:
+    """`norm_first`: every block (and the final layer norm after them) stays causal."""
+    torch.manual_seed(0)
+    network = build("context", "transformer", {"norm_first": True, "dropout": 0.0},
+                    in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
+    assert all(layer.norm_first for layer in network.blocks.layers)
+    _check_causal(network)
+    for index in range(3):  # block1, block2, c
+        _check_causal(network, lambda x, i=index: network.layer_outputs(x)[i][1])
+    with torch.no_grad():  # the last block's output has passed the final layer norm
+        x = torch.randn(2, LENGTH, WIDTH) * 5
+        normed = network.blocks(x * WIDTH ** 0.5)
+    torch.testing.assert_close(normed.mean(-1), torch.zeros(2, LENGTH), atol=1e-4, rtol=0)

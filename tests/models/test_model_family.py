@@ -428,3 +428,21 @@ def test_unknown_component_names_list_the_registered_ones() -> None:
         load_config("cpc_tiny", ["model.predictor.type=rnn"])
     with pytest.raises(ConfigError, match=r"unknown encoder .*logmel_conv2d"):
         load_config("cpc_tiny", ["model.encoder.type=conv3d"])
+
+
+def test_lstm_forget_bias_sets_each_layers_forget_gates_only() -> None:
+    """PyTorch stacks the gates input, forget, cell, output and adds two biases: the forget
+    gates' sum is `forget_bias`, every other bias keeps its random initialisation."""
+    from audiocpc.models.registry import build
+
+    torch.manual_seed(0)
+    plain = build("context", "lstm", {"num_layers": 2}, in_dim=6, out_dim=4, max_len=5)
+    torch.manual_seed(0)
+    lstm = build("context", "lstm", {"num_layers": 2, "forget_bias": 1.0}, in_dim=6, out_dim=4,
+                 max_len=5)
+    for index in range(2):
+        ih, hh = (getattr(lstm.rnn, f"bias_{kind}_l{index}") for kind in ("ih", "hh"))
+        torch.testing.assert_close(ih[4:8] + hh[4:8], torch.ones(4))
+        for name in ("bias_ih", "bias_hh"):
+            mine, theirs = getattr(lstm.rnn, f"{name}_l{index}"), getattr(plain.rnn, f"{name}_l{index}")
+            torch.testing.assert_close(torch.cat([mine[:4], mine[8:]]), torch.cat([theirs[:4], theirs[8:]]))

@@ -50,7 +50,19 @@ class GRUContext(_Recurrent):
 
 @register("context", "lstm")
 class LSTMContext(_Recurrent):
+    """`forget_bias`: the forget gates' initial bias (Keras's `unit_forget_bias` sets 1, so that
+    the cell remembers from the first step; PyTorch's default is 0)."""
+
     cell = nn.LSTM
+
+    def __init__(self, in_dim: int, out_dim: int, num_layers: int = 1, dropout: float = 0.0,
+                 forget_bias: float = 0.0):
+        super().__init__(in_dim, out_dim, num_layers, dropout)
+        hidden = self.rnn.hidden_size
+        with torch.no_grad():  # gates are stacked input, forget, cell, output; the two biases add
+            for index in range(num_layers):
+                getattr(self.rnn, f"bias_ih_l{index}")[hidden:2 * hidden].fill_(forget_bias)
+                getattr(self.rnn, f"bias_hh_l{index}")[hidden:2 * hidden].zero_()
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -79,13 +91,17 @@ class TransformerContext(nn.Module):
         dense_units: Sequence[int] = (100,),
         dropout: float = 0.1,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
+        norm_first: bool = False,
     ):
         super().__init__()
         if in_dim % num_heads:
             raise ValueError(f"model.z_dim ({in_dim}) must be divisible by num_heads ({num_heads})")
+        # norm_first: layer norm before attention and feed-forward (pre-LN), and once after the
+        # last block; post-LN (the original Transformer's, False) needs a careful warm-up
         block = nn.TransformerEncoderLayer(in_dim, num_heads, dim_feedforward=dff, dropout=dropout,
-                                           batch_first=True)
-        self.blocks = nn.TransformerEncoder(block, num_layers, enable_nested_tensor=False)
+                                           batch_first=True, norm_first=norm_first)
+        self.blocks = nn.TransformerEncoder(block, num_layers, enable_nested_tensor=False,
+                                            norm=nn.LayerNorm(in_dim) if norm_first else None)
         self.dropout = nn.Dropout(dropout)
         dense: list[nn.Module] = []
         width = in_dim
