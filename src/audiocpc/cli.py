@@ -98,8 +98,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
     from audiocpc.data.audio import any_audio_file
     from audiocpc.data.prepared_shards import is_prepared
+    from audiocpc.data.remote import data_location
     from audiocpc.errors import ConfigError, NoUsableAudioError
+    from audiocpc.training.preflight import data_folder_problems
 
+    location = data_location(folder)
+    if isinstance(location, str):  # a URL: a prepared corpus, or one line saying why not
+        problems = data_folder_problems(location)
+        if problems:
+            raise ConfigError(problems[0])
+        return
+    folder = str(location)
     if not Path(folder).is_dir():
         raise ConfigError(f"--data: data folder not found: {folder} (give an existing folder of "
                           "audio files)")
@@ -293,10 +302,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: {args.workers}; give 1 or more processes")
     report = prepare_corpus(args.data_dir, args.out, config.data, workers=args.workers,
-                            force=args.force, progress=not args.quiet)
+                            force=args.force, progress=not args.quiet, shard_format=args.format)
     print("\n".join(report.summary_lines()))
     report.check(config.data.on_bad_file)
-    print(f"prepared corpus: {args.out} ({config.data.sample_rate} Hz int16 shards; give it as "
+    kind = "WebDataset tar" if args.format == "webdataset" else "int16"
+    print(f"prepared corpus: {args.out} ({config.data.sample_rate} Hz {kind} shards; give it as "
           "--data to train, embed and run)")
     return 0
 
@@ -439,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--out", required=True, metavar="CORPUS", help="folder to write the prepared corpus to")
     p.add_argument("--workers", type=int, help="decoding processes (default: CPU cores, at most 8)")
+    p.add_argument("--format", choices=["int16", "webdataset"], default="int16",
+                   help="shards: raw int16 .bin (default) or WebDataset tars of key.npy + key.json "
+                   "(for object storage and data.streaming)")
     p.add_argument("--force", action="store_true", help="replace a prepared corpus already at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare)
