@@ -97,14 +97,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
     from audiocpc.data.audio import any_audio_file
-    from audiocpc.data.prepared_shards import is_prepared
+    from audiocpc.data.prepared_shards import is_prepared, url_problems
     from audiocpc.data.remote import data_location
     from audiocpc.errors import ConfigError, NoUsableAudioError
-    from audiocpc.training.preflight import data_folder_problems
 
     location = data_location(folder)
     if isinstance(location, str):  # a URL: a prepared corpus, or one line saying why not
-        problems = data_folder_problems(location)
+        problems = url_problems(location)
         if problems:
             raise ConfigError(problems[0])
         return

@@ -51,7 +51,8 @@ from audiocpc.config import DataConfig
 from audiocpc.data.audio import WaveView
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
-from audiocpc.data.prepared_shards import MANIFEST_NAME, ShardTask, is_prepared, write_shard
+from audiocpc.data.prepared_shards import (MANIFEST_NAME, ShardTask, is_prepared, url_problems,
+                                           write_shard)
 from audiocpc.data.remote import Location, data_location
 from audiocpc.data.webdataset import SHARD_PATTERN, TarTask, member_key, write_tar_shard
 from audiocpc.data.audio import relative_name
@@ -79,11 +80,9 @@ def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = N
     train, embed, check-data and run (`report.check(...)`, then `report.corpus(...)`)."""
     location = data_location(root)
     if isinstance(location, str):  # a URL other than file://: only a prepared corpus
-        if not is_prepared(location):
-            raise ConfigError(
-                f"--data: {location} holds no prepared corpus (no {MANIFEST_NAME} there); a URL "
-                "must point at a folder written by audiocpc prepare (folders of audio files are "
-                "read from local paths)")
+        problems = url_problems(location)
+        if problems:
+            raise ConfigError(problems[0])
         return load_prepared(location, data, min_samples, join)
     if is_prepared(location):
         return load_prepared(location, data, min_samples, join)

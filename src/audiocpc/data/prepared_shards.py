@@ -46,6 +46,14 @@ def is_prepared(folder: str | Path) -> bool:
     return Location(folder).is_file(MANIFEST_NAME)
 
 
+def url_problems(url: str) -> list[str]:
+    """Why `url` (not file://) cannot be read as a prepared corpus: nothing, or one line."""
+    if is_prepared(url):
+        return []
+    return [f"--data: {url} holds no prepared corpus (no {MANIFEST_NAME} there); a URL must "
+            "point at a folder written by audiocpc prepare"]
+
+
 @dataclass(frozen=True)
 class ShardTask:
     """One worker's share: consecutive original files, written end to end into one shard."""

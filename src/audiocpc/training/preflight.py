@@ -19,15 +19,12 @@ from audiocpc.models.cpc import CPCModel
 
 
 def data_folder_problems(data_dir: str | Path) -> list[str]:
-    from audiocpc.data.prepared_shards import MANIFEST_NAME, is_prepared
+    from audiocpc.data.prepared_shards import url_problems
     from audiocpc.data.remote import data_location
 
     location = data_location(data_dir)
     if isinstance(location, str):  # a URL (not file://): it must hold a prepared corpus
-        if is_prepared(location):
-            return []
-        return [f"--data: {location} holds no prepared corpus (no {MANIFEST_NAME} there); a URL "
-                "must point at a folder written by audiocpc prepare"]
+        return url_problems(location)
     folder = location
     if folder.is_dir():
         return []
