@@ -243,9 +243,22 @@ def _crops_arg(text: str):  # -> int | "all"
     return text if text == "all" else _positive_int(text, "a positive number or 'all'")
 
 
+def _local_data(data: str, command: str) -> str:
+    """--data as a local path (a file:// URL is one); another URL is refused with the fix."""
+    from audiocpc.data.remote import data_location
+    from audiocpc.errors import ConfigError
+
+    location = data_location(data)
+    if isinstance(location, str):
+        raise ConfigError(f"--data: {command} reads local data; {location} is a remote URL (train "
+                          "reads those): copy the corpus to a local folder and give its path")
+    return str(location)
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiocpc.api import embed_folder
 
+    args.data = _local_data(args.data, "embed")
     result = embed_folder(args.run_dir, args.data, args.split, crops=args.crops, kind=args.kind,
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
                           label_mode=args.label_mode, label_pattern=args.label_pattern,
@@ -264,6 +277,9 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     config = load_config(*_resolve_preset(args.preset, args.data_dir, args.overrides))
     from audiocpc.data.prepared import open_data
+    from audiocpc.data.remote import data_location
+
+    args.data_dir = data_location(args.data_dir)  # a file:// URL is its path
     from audiocpc.training.preflight import data_folder_problems
 
     problems = data_folder_problems(args.data_dir)

@@ -236,6 +236,10 @@ def test_training_from_a_file_url_streams_and_resumes_exactly(tmp_path: Path) ->
     a, b = load_checkpoint(straight.run_dir)["model"], load_checkpoint(resumed.run_dir)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.step_losses[:3] != random_access.step_losses  # really another order of crops
+    # embed reads a file:// URL as its path
+    assert main(["embed", str(straight.run_dir), "--data", url, "--split", "test", "--crops", "2",
+                 "--out", str(tmp_path / "emb"), "--quiet", "--device", "cpu"]) == 0
+    assert len(np.load(next((tmp_path / "emb").rglob("test.npy")))) == 2 * 9
 
 
 def test_bad_urls_and_a_missing_fsspec_are_one_line_naming_the_setting_and_fix(
@@ -244,6 +248,9 @@ def test_bad_urls_and_a_missing_fsspec_are_one_line_naming_the_setting_and_fix(
     cases = {"nosuch://bucket/corpus": "Protocol not known",
              "memory://no-corpus-here": "holds no prepared corpus",
              "file://otherhost/data": "three slashes"}
+    assert main(["embed", str(tmp_path), "--data", "memory://corpus", "--split", "test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data: embed reads local data" in err[0]
     for url, reason in cases.items():
         assert main(["train", "--data", url, *common]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -278,3 +285,38 @@ def test_prepare_format_webdataset_from_the_command_line_and_check_data_by_url(
     assert [p.name for p in (out / "shards").iterdir()] == ["shard-000000.tar"]
     assert main(["check-data", out.resolve().as_uri(), "--quiet", *settings]) == 0
     assert "9 usable" in capsys.readouterr().out
+
+
+def test_streaming_and_training_through_fsspec_read_what_file_urls_read(tmp_path: Path) -> None:
+    local = _streaming(tmp_path)
+    data = _data(tmp_path, "data.standardize=true")
+    url = _to_memory(tmp_path / "wds", "wds-stream")
+    remote = StreamSampler(open_data(url, data).corpus(), 2000, 4, seed=7, buffer=16)
+    assert all(isinstance(e, RemoteShardSlice) for e in remote.corpus.entries)
+    for step in (0, 1, 5, 6):  # in order, then resumed at 5
+        assert np.array_equal(remote.batch(step), local.batch(step))
+    assert type(remote.reader.handle).__module__.startswith("fsspec")  # read through fsspec
+    streamed = train(_train_config(tmp_path / "m", 1, "data.streaming=true"), url, progress=False)
+    by_file = train(_train_config(tmp_path / "f", 1, "data.streaming=true"),
+                    (tmp_path / "wds").resolve().as_uri(), progress=False)
+    assert streamed.step_losses == by_file.step_losses
+
+
+def test_the_webdataset_library_reads_the_shards_as_samples_of_npy_and_json(tmp_path: Path) -> None:
+    webdataset = pytest.importorskip("webdataset")
+    data = _data(tmp_path, "data.standardize=false")
+    corpus = _prepared(tmp_path, data, "webdataset", "wds", shard_bytes=30_000)
+    rows = {r["key"]: r for r in read_manifest(corpus)[1] if r.get("key")}
+    stored = open_data(corpus, data).corpus()
+    waves = {p.name: stored.wave(i)[:] for i, p in enumerate(stored.paths)}
+    urls = [t.resolve().as_uri() for t in sorted((corpus / "shards").iterdir())]
+    seen = []
+    for sample in webdataset.WebDataset(urls, shardshuffle=False).decode():
+        row = rows[sample["__key__"]]
+        meta = sample["json"]
+        assert meta["file"] == row["file"] and sample["npy"].shape == (row["length"],)
+        float_samples = sample["npy"].astype(np.float32) * np.float32(meta["scale"])
+        if row["file"] in waves:  # long enough to train on
+            assert np.array_equal(float_samples, waves[row["file"]])
+        seen.append(sample["__key__"])
+    assert seen == sorted(rows)  # every stored recording, in order
