@@ -236,6 +236,9 @@ def test_training_from_a_file_url_streams_and_resumes_exactly(tmp_path: Path) ->
     a, b = load_checkpoint(straight.run_dir)["model"], load_checkpoint(resumed.run_dir)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.step_losses[:3] != random_access.step_losses  # really another order of crops
+    for changed in ("data.shuffle_buffer=9", "data.streaming=false"):  # another stream: refused
+        with pytest.raises(ConfigError, match=changed.split("=")[0]):
+            train(_train_config(tmp_path / "b", 3, *stream, changed), url, resume=True, progress=False)
     # embed reads a file:// URL as its path
     assert main(["embed", str(straight.run_dir), "--data", url, "--split", "test", "--crops", "2",
                  "--out", str(tmp_path / "emb"), "--quiet", "--device", "cpu"]) == 0
@@ -293,8 +296,11 @@ def test_streaming_and_training_through_fsspec_read_what_file_urls_read(tmp_path
     url = _to_memory(tmp_path / "wds", "wds-stream")
     remote = StreamSampler(open_data(url, data).corpus(), 2000, 4, seed=7, buffer=16)
     assert all(isinstance(e, RemoteShardSlice) for e in remote.corpus.entries)
+    cached = StreamSampler(open_data(f"simplecache::{(tmp_path / 'wds').resolve().as_uri()}",
+                                     data).corpus(), 2000, 4, seed=7, buffer=16)  # a chained URL
     for step in (0, 1, 5, 6):  # in order, then resumed at 5
         assert np.array_equal(remote.batch(step), local.batch(step))
+        assert np.array_equal(cached.batch(step), local.batch(step))
     assert type(remote.reader.handle).__module__.startswith("fsspec")  # read through fsspec
     streamed = train(_train_config(tmp_path / "m", 1, "data.streaming=true"), url, progress=False)
     by_file = train(_train_config(tmp_path / "f", 1, "data.streaming=true"),

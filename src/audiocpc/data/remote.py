@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlparse
 
 from audiocpc.errors import ConfigError
 
-_URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]+)://")  # 2+ letters: not C:\ on Windows
+# 2+ letters (not C:\ on Windows); "::" chains fsspec protocols (simplecache::s3://bucket/x)
+_URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]+)(://|::)")
 INSTALL_HINT = "pip install 'audiocpc[stream]'"
 
 
