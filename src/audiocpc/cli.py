@@ -66,7 +66,9 @@ def _resolve_preset(preset: str, data: str | Path, overrides: list[str]) -> tupl
 
         raise ConfigError(f"--preset auto: {data} is a prepared corpus; give the preset "
                           "it was prepared with (e.g. --preset clips or recordings)")
-    choice = choose_preset(data)
+    from audiocpc.data.remote import data_location
+
+    choice = choose_preset(data_location(data))  # a file:// URL of a folder is its path
     print(choice.reason, file=sys.stderr)
     return choice.preset, choice.overrides + overrides
 

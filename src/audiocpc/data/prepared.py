@@ -12,6 +12,10 @@ Layout of CORPUS:
                        silent, duplicate_of), group and label as they were at prepare time, and
                        where its samples are: shard, offset, length (samples), scale
     shards/shard-NNNNN.bin   little-endian int16 samples at the corpus's rate, files end to end
+                       (--format webdataset: shards/shard-NNNNNN.tar, WebDataset tars of
+                       KEY.npy + KEY.json pairs owned by data/webdataset.py; `offset` still
+                       counts int16 samples from the start of the shard file, so both are
+                       memory-mapped alike, and the header says "shard_format")
     data_report.json   the data report (the same as `check-data` prints)
 
 Samples are stored as int16 scaled per file to its own peak (sample = int16 * scale, scale =
@@ -25,7 +29,9 @@ into a hidden sibling folder and renamed into place at the end: a killed prepare
 half corpus (its partial folder is removed by the next prepare on this machine).
 
 Reading opens one memory map per shard (data/corpus.py `ShardMaps`), so a corpus of a
-million recordings trains with a handful of open files. `open_data` is the one entry for
+million recordings trains with a handful of open files. A corpus at a URL other than
+file:// (data/remote.py: s3://, gs://, memory://, ... through fsspec) is read by byte ranges
+(`RemoteShardSlice`), or front to back in streaming mode (data/streaming.py). `open_data` is the one entry for
 train, embed, check-data and run: a prepared corpus (recognised by its manifest) or a folder
 (`scan_folder`). Labels, groups and usability are worked out again from the names and
 lengths with the settings of the command that reads it, exactly as for the folder.
