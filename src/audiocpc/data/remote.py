@@ -100,7 +100,7 @@ class Location:
             return (self.local / relative).is_file()
         try:
             return bool(self._fs.isfile(self._inner(relative)))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # each back end has its own (credentials, network, bucket)
             raise ConfigError(f"{self.setting}: {self.child(relative)} cannot be reached ({exc}); "
                               "check the URL and your credentials") from None
 
