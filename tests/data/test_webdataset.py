@@ -61,8 +61,8 @@ def _prepared(tmp_path: Path, data: Any, shard_format: str, name: str, **kw: Any
         _folder(source)
     if (tmp_path / name).exists():  # prepared by an earlier call of this test
         return tmp_path / name
-    prepare_corpus(source, tmp_path / name, data, workers=1, progress=False,
-                   shard_format=shard_format, **kw)
+    kw.setdefault("workers", 1)
+    prepare_corpus(source, tmp_path / name, data, progress=False, shard_format=shard_format, **kw)
     return tmp_path / name
 
 
@@ -326,3 +326,19 @@ def test_the_webdataset_library_reads_the_shards_as_samples_of_npy_and_json(tmp_
             assert np.array_equal(float_samples, waves[row["file"]])
         seen.append(sample["__key__"])
     assert seen == sorted(rows)  # every stored recording, in order
+
+
+def test_tars_written_by_several_worker_processes_hold_the_same_samples(tmp_path: Path) -> None:
+    data = _data(tmp_path, "data.standardize=false")
+    one = open_data(_prepared(tmp_path, data, "webdataset", "one"), data).corpus()
+    many = open_data(_prepared(tmp_path, data, "webdataset", "many", shard_bytes=1, workers=2),
+                     data)
+    tars = sorted((tmp_path / "many" / "shards").iterdir())
+    assert len(tars) == 9 and all(t.suffix == ".tar" for t in tars)  # one per readable recording
+    for tar in tars:
+        with tarfile.open(tar) as archive:
+            assert len(archive.getnames()) == 2
+    corpus = many.corpus()
+    assert [p.name for p in corpus.paths] == [p.name for p in one.paths]
+    for i in range(len(one)):
+        assert np.array_equal(one.wave(i)[:], corpus.wave(i)[:])
