@@ -66,7 +66,9 @@ def _resolve_preset(preset: str, data: str | Path, overrides: list[str]) -> tupl
 
         raise ConfigError(f"--preset auto: {data} is a prepared corpus; give the preset "
                           "it was prepared with (e.g. --preset clips or recordings)")
-    choice = choose_preset(data)
+    from audiocpc.data.remote import data_location
+
+    choice = choose_preset(data_location(data))  # a file:// URL of a folder is its path
     print(choice.reason, file=sys.stderr)
     return choice.preset, choice.overrides + overrides
 
@@ -97,9 +99,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _refuse_folder_without_audio(folder: str, extensions: Sequence[str]) -> None:
     from audiocpc.data.audio import any_audio_file
-    from audiocpc.data.prepared_shards import is_prepared
+    from audiocpc.data.prepared_shards import is_prepared, url_problems
+    from audiocpc.data.remote import data_location
     from audiocpc.errors import ConfigError, NoUsableAudioError
 
+    location = data_location(folder)
+    if isinstance(location, str):  # a URL: a prepared corpus, or one line saying why not
+        problems = url_problems(location)
+        if problems:
+            raise ConfigError(problems[0])
+        return
+    folder = str(location)
     if not Path(folder).is_dir():
         raise ConfigError(f"--data: data folder not found: {folder} (give an existing folder of "
                           "audio files)")
@@ -235,9 +245,22 @@ def _crops_arg(text: str):  # -> int | "all"
     return text if text == "all" else _positive_int(text, "a positive number or 'all'")
 
 
+def _local_data(data: str, command: str) -> str:
+    """--data as a local path (a file:// URL is one); another URL is refused with the fix."""
+    from audiocpc.data.remote import data_location
+    from audiocpc.errors import ConfigError
+
+    location = data_location(data)
+    if isinstance(location, str):
+        raise ConfigError(f"--data: {command} reads local data; {location} is a remote URL (train "
+                          "reads those): copy the corpus to a local folder and give its path")
+    return str(location)
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiocpc.api import embed_folder
 
+    args.data = _local_data(args.data, "embed")
     result = embed_folder(args.run_dir, args.data, args.split, crops=args.crops, kind=args.kind,
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
                           label_mode=args.label_mode, label_pattern=args.label_pattern,
@@ -256,6 +279,9 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     config = load_config(*_resolve_preset(args.preset, args.data_dir, args.overrides))
     from audiocpc.data.prepared import open_data
+    from audiocpc.data.remote import data_location
+
+    args.data_dir = data_location(args.data_dir)  # a file:// URL is its path
     from audiocpc.training.preflight import data_folder_problems
 
     problems = data_folder_problems(args.data_dir)
@@ -293,10 +319,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: {args.workers}; give 1 or more processes")
     report = prepare_corpus(args.data_dir, args.out, config.data, workers=args.workers,
-                            force=args.force, progress=not args.quiet)
+                            force=args.force, progress=not args.quiet, shard_format=args.format)
     print("\n".join(report.summary_lines()))
     report.check(config.data.on_bad_file)
-    print(f"prepared corpus: {args.out} ({config.data.sample_rate} Hz int16 shards; give it as "
+    kind = "WebDataset tar" if args.format == "webdataset" else "int16"
+    print(f"prepared corpus: {args.out} ({config.data.sample_rate} Hz {kind} shards; give it as "
           "--data to train, embed and run)")
     return 0
 
@@ -439,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--out", required=True, metavar="CORPUS", help="folder to write the prepared corpus to")
     p.add_argument("--workers", type=int, help="decoding processes (default: CPU cores, at most 8)")
+    p.add_argument("--format", choices=["int16", "webdataset"], default="int16",
+                   help="shards: raw int16 .bin (default) or WebDataset tars of key.npy + key.json "
+                   "(for object storage and data.streaming)")
     p.add_argument("--force", action="store_true", help="replace a prepared corpus already at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare)

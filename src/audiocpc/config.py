@@ -95,6 +95,19 @@ class DataConfig(Section):
     join_gap_seconds: float = Field(
         0.0, ge=0, description="silence inserted between joined clips, in seconds"
     )
+    streaming: bool = Field(
+        False, description="read a prepared corpus's shards front to back (one seeded shard "
+        "order per pass, crops through a shuffle buffer) instead of drawing crops by random "
+        "access: for object storage (data/streaming.py)")
+    shuffle_buffer: int = limited(1000, "the buffer holds this many crops in memory", ge=1,
+                                  le=1_000_000, description="crops in the streaming shuffle buffer")
+
+    @model_validator(mode="after")
+    def _check_streaming(self) -> "DataConfig":
+        if self.streaming and self.join != "none":
+            raise ValueError("data.streaming: streaming reads each file on its own; set "
+                             "data.join=none, or data.streaming=false to join clips")
+        return self
 
     @property
     def crop_samples(self) -> int:

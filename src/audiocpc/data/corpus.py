@@ -329,9 +329,11 @@ class _StepStream(IterableDataset):
             yield step, torch.from_numpy(crops), None if labels is None else torch.from_numpy(labels)
 
 
-def batch_stream(sampler: CropSampler, start: int, stop: int, num_workers: int = 0,
+def batch_stream(sampler: Any, start: int, stop: int, num_workers: int = 0,
                  pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
     """(step, crops, labels) for steps [start, stop), loaded in `num_workers` background processes."""
+    if getattr(sampler, "sequential", False):  # a stream (data.streaming): one reader, in order
+        num_workers = min(num_workers, 1)
     loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,
                         num_workers=num_workers, pin_memory=pin_memory,
                         prefetch_factor=4 if num_workers else None,

@@ -12,6 +12,10 @@ Layout of CORPUS:
                        silent, duplicate_of), group and label as they were at prepare time, and
                        where its samples are: shard, offset, length (samples), scale
     shards/shard-NNNNN.bin   little-endian int16 samples at the corpus's rate, files end to end
+                       (--format webdataset: shards/shard-NNNNNN.tar, WebDataset tars of
+                       KEY.npy + KEY.json pairs owned by data/webdataset.py; `offset` still
+                       counts int16 samples from the start of the shard file, so both are
+                       memory-mapped alike, and the header says "shard_format")
     data_report.json   the data report (the same as `check-data` prints)
 
 Samples are stored as int16 scaled per file to its own peak (sample = int16 * scale, scale =
@@ -25,7 +29,9 @@ into a hidden sibling folder and renamed into place at the end: a killed prepare
 half corpus (its partial folder is removed by the next prepare on this machine).
 
 Reading opens one memory map per shard (data/corpus.py `ShardMaps`), so a corpus of a
-million recordings trains with a handful of open files. `open_data` is the one entry for
+million recordings trains with a handful of open files. A corpus at a URL other than
+file:// (data/remote.py: s3://, gs://, memory://, ... through fsspec) is read by byte ranges
+(`RemoteShardSlice`), or front to back in streaming mode (data/streaming.py). `open_data` is the one entry for
 train, embed, check-data and run: a prepared corpus (recognised by its manifest) or a folder
 (`scan_folder`). Labels, groups and usability are worked out again from the names and
 lengths with the settings of the command that reads it, exactly as for the folder.
@@ -51,9 +57,13 @@ from audiocpc.config import DataConfig
 from audiocpc.data.audio import WaveView
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
-from audiocpc.data.prepared_shards import MANIFEST_NAME, ShardTask, is_prepared, write_shard
+from audiocpc.data.prepared_shards import (MANIFEST_NAME, ShardTask, is_prepared, url_problems,
+                                           write_shard)
+from audiocpc.data.remote import Location, data_location
+from audiocpc.data.webdataset import SHARD_PATTERN, TarTask, member_key, write_tar_shard
+from audiocpc.data.audio import relative_name
 from audiocpc.data.scan import (DataReport, FileReport, Found, assemble_report,
-                                discover_recordings, scan_folder)
+                                discover_recordings, display_name, scan_folder)
 from audiocpc.errors import ConfigError, NoUsableAudioError
 from audiocpc.fileio import atomic_write_text, disk_full_as
 
@@ -65,6 +75,7 @@ FORMAT = "audiocpc-prepared"
 FORMAT_VERSION = 1
 SHARD_BYTES = 1 << 30  # a worker's shard is closed once its source files reach this size
 MIN_SHARD_BYTES = 64 << 20  # below this, splitting a corpus over workers is not worth a process
+SHARD_FORMATS = ("int16", "webdataset")  # raw .bin shards, or tars (data/webdataset.py)
 FACT_FIELDS = ("readable", "reason", "sample_rate", "channels", "format", "duration", "samples",
                "silent")
 
@@ -73,9 +84,15 @@ def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = N
               progress: bool = True, join: Optional[Join] = None) -> DataReport:
     """The data report of `root`, a prepared corpus or a folder of audio: the one way in for
     train, embed, check-data and run (`report.check(...)`, then `report.corpus(...)`)."""
-    if is_prepared(root):
-        return load_prepared(root, data, min_samples, join)
-    return scan_folder(root, data, min_samples, progress=progress, join=join)
+    location = data_location(root)
+    if isinstance(location, str):  # a URL other than file://: only a prepared corpus
+        problems = url_problems(location)
+        if problems:
+            raise ConfigError(problems[0])
+        return load_prepared(location, data, min_samples, join)
+    if is_prepared(location):
+        return load_prepared(location, data, min_samples, join)
+    return scan_folder(location, data, min_samples, progress=progress, join=join)
 
 
 # ---------------------------------------------------------------- reading
@@ -106,6 +123,45 @@ class ShardSlice:
         return ScaledInt16(samples[self.offset : self.offset + self.length], self.scale)
 
 
+class RangeSamples:
+    """A file's int16 samples in a remote shard: each slice is one byte-range request."""
+
+    def __init__(self, location: Location, shard: str, offset: int, length: int):
+        self.location, self.shard, self.offset = location, shard, offset
+        self.shape = (length,)
+        self.size = length
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if not (isinstance(index, slice) and index.step in (None, 1)):
+            return self[:][index]
+        start, stop, _ = index.indices(self.shape[0])
+        if stop <= start:
+            return np.zeros(0, dtype="<i2")
+        try:
+            data = self.location.read_range(self.shard, 2 * (self.offset + start),
+                                            2 * (self.offset + stop))
+        except Exception as exc:  # fsspec back ends raise their own types
+            raise NoUsableAudioError(
+                f"{self.location.child(self.shard)}: cannot read samples {start}..{stop} "
+                f"({exc}); check the connection, then run again (with --resume)") from None
+        return np.frombuffer(data, dtype="<i2")
+
+
+@dataclass(frozen=True)
+class RemoteShardSlice:
+    """A `ShardSlice` of a corpus at a URL (data/remote.py): read by byte ranges."""
+
+    location: Location
+    shard: str  # relative to the corpus, posix
+    offset: int
+    length: int
+    scale: float
+
+    def open(self, shards: ShardMaps) -> ScaledInt16:
+        return ScaledInt16(RangeSamples(self.location, self.shard, self.offset, self.length),  # type: ignore[arg-type]
+                           self.scale)
+
+
 def _map_shard(shard: Path) -> np.ndarray:
     try:
         return np.memmap(shard, dtype="<i2", mode="r")
@@ -115,13 +171,14 @@ def _map_shard(shard: Path) -> np.ndarray:
             "corpus again (audiocpc prepare DATA --out CORPUS --force)") from None
 
 
-def read_manifest(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_manifest(folder: "str | Path | Location") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, one row per file) of a prepared corpus; a damaged manifest is one clear error."""
-    path = Path(folder) / MANIFEST_NAME
+    location = folder if isinstance(folder, Location) else Location(folder)
+    path = location.child(MANIFEST_NAME)
     fix = "prepare the corpus again (audiocpc prepare DATA --out CORPUS --force)"
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
+        lines = [json.loads(line) for line in location.read_text(MANIFEST_NAME).splitlines()
+                 if line.strip()]
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable manifest ({exc}); {fix}") from None
     if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
@@ -140,8 +197,10 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                   join: Optional[Join] = None) -> DataReport:
     """The data report of a prepared corpus, as `scan_folder` gives it for the source folder
     (usable files, sequences and labels follow the settings given now). Reads no audio."""
-    folder = Path(folder)
-    header, rows = read_manifest(folder)
+    location = Location(folder)
+    # a URL's files are named below it (for labels and messages) but read through `location`
+    folder = location.local if location.local is not None else Path(str(location.url))
+    header, rows = read_manifest(location)
     rate = int(header["sample_rate"])
     if rate != data.sample_rate:
         raise ConfigError(
@@ -156,10 +215,10 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
     for row in rows:
         entry = None
         if row.get("shard"):
-            shard = folder / row["shard"]
+            shard = location.child(row["shard"])
             if row["shard"] not in shard_sizes:
                 try:
-                    shard_sizes[row["shard"]] = shard.stat().st_size // 2
+                    shard_sizes[row["shard"]] = location.size(row["shard"]) // 2
                 except OSError:
                     raise NoUsableAudioError(
                         f"{shard}: a shard of this prepared corpus is missing; prepare the corpus "
@@ -168,11 +227,13 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                 raise NoUsableAudioError(
                     f"{shard}: shorter than its manifest says (cut short?); prepare the corpus "
                     "again (audiocpc prepare DATA --out CORPUS --force)")
-            entry = ShardSlice(shard, int(row["offset"]), int(row["length"]), float(row["scale"]))
+            place = (int(row["offset"]), int(row["length"]), float(row["scale"]))
+            entry = (ShardSlice(location.local / row["shard"], *place) if location.local is not None
+                     else RemoteShardSlice(location, row["shard"], *place))
         facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}
         files.append(FileReport(file=row["file"], **facts, duplicate_of=row.get("duplicate_of"),
                                 path=folder / row["file"], entry=entry))
-    report = DataReport(str(folder), rate, min_samples / rate, files, join=join.mode,
+    report = DataReport(str(location), rate, min_samples / rate, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),
                         join_plan=join, joinable=join_from_config, standardize=data.standardize)
     report._mark_usable()
@@ -221,10 +282,14 @@ def _sweep_partials(out: Path) -> None:
 
 def prepare_corpus(data_root: str | Path, out: str | Path, data: DataConfig, *,
                    workers: Optional[int] = None, shard_bytes: int = SHARD_BYTES,
-                   force: bool = False, progress: bool = True) -> DataReport:
+                   force: bool = False, progress: bool = True,
+                   shard_format: str = "int16") -> DataReport:
     """Decode every recording below `data_root` once (at data.sample_rate, mono) into the
     prepared corpus `out`, and return its data report (read back from `out`). Nothing is
-    written at `out` until the whole corpus is complete."""
+    written at `out` until the whole corpus is complete. `shard_format`: "int16" (raw .bin
+    shards) or "webdataset" (tar shards of key.npy + key.json pairs, data/webdataset.py)."""
+    if shard_format not in SHARD_FORMATS:
+        raise ConfigError(f"--format: '{shard_format}'; give one of {', '.join(SHARD_FORMATS)}")
     root, out = Path(data_root), Path(out)
     if out.exists():
         if not is_prepared(out) and (not out.is_dir() or any(out.iterdir())):
@@ -245,10 +310,11 @@ def prepare_corpus(data_root: str | Path, out: str | Path, data: DataConfig, *,
     (partial / SHARD_FOLDER).mkdir(parents=True)
     try:
         with disk_full_as(partial, "free space, or give --out on a bigger disk"):
+            members = _tar_members(root, found, data) if shard_format == "webdataset" else None
             inspected = _decode_all(originals, partial, data.sample_rate, workers, shard_bytes,
-                                    progress)
+                                    progress, members)
             report = assemble_report(root, data, found, inspected)
-            _write_manifest(partial, report, data)
+            _write_manifest(partial, report, data, shard_format)
             report.write(partial / REPORT_NAME)
         _move_into_place(partial, out)
     except BaseException:
@@ -257,16 +323,46 @@ def prepare_corpus(data_root: str | Path, out: str | Path, data: DataConfig, *,
     return load_prepared(out, data)
 
 
+def _tar_members(root: Path, found: list[Found], data: DataConfig) -> dict[int, dict[str, Any]]:
+    """What each original's .json member says (keyed by id(found item)): its key (its row in
+    the manifest), name, source path, label and group, worked out from the names as the
+    manifest's rows are (labels and groups depend on a file's name only)."""
+    rule = training_label_rule(data)
+    join = Join.from_config(data)
+    members: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(found):
+        if item.stat is None or item.original is not None:
+            continue
+        name = display_name(item.path, root)
+        members[id(item)] = {
+            "key": member_key(index), "file": name, "source": os.path.abspath(item.path),
+            "label": rule.label(relative_name(item.path, root)) if rule is not None else None,
+            "group": join.groups([relative_name(item.path, root)])[0] if data.join == "group" else None}
+    return members
+
+
 def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers: int,
-                shard_bytes: int, progress: bool) -> dict[int, tuple[dict[str, Any], Any]]:
+                shard_bytes: int, progress: bool,
+                members: Optional[dict[int, dict[str, Any]]] = None
+                ) -> dict[int, tuple[dict[str, Any], Any]]:
+    """Decode the originals into shards (.bin, or WebDataset tars when `members` gives their
+    .json), in worker processes; the facts and place of each, keyed by id(found item)."""
     runs = _plan(originals, workers, shard_bytes)
-    tasks = [ShardTask(n, [item.path for item in run], sample_rate,
-                   partial / SHARD_FOLDER / f"shard-{n:05d}.bin") for n, run in enumerate(runs)]
+    tasks: list[Any]
+    if members is None:
+        tasks = [ShardTask(n, [item.path for item in run], sample_rate,
+                           partial / SHARD_FOLDER / f"shard-{n:05d}.bin") for n, run in enumerate(runs)]
+        writer: Any = write_shard
+    else:
+        tasks = [TarTask(n, [item.path for item in run], sample_rate,
+                         partial / SHARD_FOLDER / SHARD_PATTERN.format(n),
+                         [members[id(item)] for item in run]) for n, run in enumerate(runs)]
+        writer = write_tar_shard
     bar = tqdm(total=len(originals), desc="preparing audio", unit="file", disable=not progress,
                leave=False)
     inspected: dict[int, tuple[dict[str, Any], Any]] = {}
 
-    def record(task: ShardTask, run: list[Found], results: list[dict[str, Any]]) -> None:
+    def record(task: Any, run: list[Found], results: list[dict[str, Any]]) -> None:
         relative = task.shard.relative_to(partial)
         for item, result in zip(run, results):
             place = None
@@ -279,22 +375,24 @@ def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers
     try:
         if workers == 1 or len(tasks) == 1:
             for task, run in zip(tasks, runs):
-                record(task, run, write_shard(task))
+                record(task, run, writer(task))
         else:  # spawn: a clean interpreter per worker (the parent may hold torch's threads)
             with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
-                for task, run, results in zip(tasks, runs, pool.map(write_shard, tasks)):
+                for task, run, results in zip(tasks, runs, pool.map(writer, tasks)):
                     record(task, run, results)
     finally:
         bar.close()
     return inspected
 
 
-def _write_manifest(partial: Path, report: DataReport, data: DataConfig) -> None:
+def _write_manifest(partial: Path, report: DataReport, data: DataConfig,
+                    shard_format: str = "int16") -> None:
     names = [report._name(f) for f in report.files]
     rule = training_label_rule(data)
     labels = assign_labels(names, rule) if rule is not None else [None] * len(names)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "sample_rate": report.sample_rate,
-              "sample_format": "int16 x scale (per file)", "source": os.path.abspath(report.root),
+              "sample_format": "int16 x scale (per file)", "shard_format": shard_format,
+              "source": os.path.abspath(report.root),
               "files": len(report.files), "shards": sorted(p.name for p in (partial / SHARD_FOLDER).iterdir())}
     lines = [json.dumps(header)]
     for f, label in zip(report.files, labels):
@@ -302,6 +400,8 @@ def _write_manifest(partial: Path, report: DataReport, data: DataConfig) -> None
         row.update({k: getattr(f, k) for k in FACT_FIELDS})
         row.update({"duplicate_of": f.duplicate_of, "group": f.group, "label": label})
         row.update(f.entry or {})
+        if shard_format == "webdataset" and f.entry and f.original:
+            row["key"] = member_key(len(lines) - 1)  # its pair of members in the tar
         lines.append(json.dumps(row))
     atomic_write_text(partial / MANIFEST_NAME, "\n".join(lines) + "\n")
 
@@ -322,7 +422,7 @@ def manifest_files(folder: str | Path) -> list[Path]:
     """The files a prepared corpus is made of (its manifest and shards), for fingerprints
     of what an embedding was made from."""
     folder = Path(folder)
-    return [folder / MANIFEST_NAME, *sorted((folder / SHARD_FOLDER).glob("shard-*.bin"))]
+    return [folder / MANIFEST_NAME, *sorted((folder / SHARD_FOLDER).glob("shard-*"))]
 
 
 def prepared_lengths(folder: str | Path) -> tuple[list[str], list[int]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from audiocpc.data.audio import SILENCE_PEAK, audio_facts, read_audio_with_facts, stream_audio
+from audiocpc.data.remote import Location, local_path
 from audiocpc.errors import AudioReadError
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -37,8 +38,20 @@ def scale_for(peak: float) -> float:
 
 
 def is_prepared(folder: str | Path) -> bool:
-    """Whether `folder` is a prepared corpus (holds a manifest)."""
-    return (Path(folder) / MANIFEST_NAME).is_file()
+    """Whether `folder` (a path, a file:// URL or any fsspec URL) is a prepared corpus (holds
+    a manifest). A URL that cannot be reached is one clear ConfigError."""
+    local = local_path(folder)
+    if local is not None:
+        return (local / MANIFEST_NAME).is_file()
+    return Location(folder).is_file(MANIFEST_NAME)
+
+
+def url_problems(url: str) -> list[str]:
+    """Why `url` (not file://) cannot be read as a prepared corpus: nothing, or one line."""
+    if is_prepared(url):
+        return []
+    return [f"--data: {url} holds no prepared corpus (no {MANIFEST_NAME} there); a URL must "
+            "point at a folder written by audiocpc prepare"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,16 @@ def _facts(facts: Any, samples: int) -> dict[str, Any]:
             "format": facts.format, "duration": facts.duration, "samples": samples}
 
 
+def decode_for_shard(path: Path, sample_rate: int) -> tuple[dict[str, Any], float, Any]:
+    """(facts with the file's peak, its int16 scale, a function giving its float32 pieces at
+    `sample_rate`): what every shard format writes. AudioReadError when it cannot be read."""
+    facts, pieces = _pieces(path, sample_rate)
+    if "peak" not in facts:
+        (wave,) = list(pieces())
+        facts["peak"] = float(np.max(np.abs(wave))) if wave.size else 0.0
+    return facts, scale_for(facts["peak"]), pieces
+
+
 def write_shard(task: ShardTask) -> list[dict[str, Any]]:
     """Decode the task's files into its shard: per file its facts and where it lies (or why
     it cannot be read). Runs in a worker process; memory is one file (or block) at a time."""
@@ -80,12 +103,8 @@ def write_shard(task: ShardTask) -> list[dict[str, Any]]:
     with open(task.shard, "wb") as out:
         for path in task.paths:
             try:
-                facts, pieces = _pieces(path, task.sample_rate)
-                peak = facts.pop("peak", None)
-                if peak is None:
-                    (wave,) = list(pieces())
-                    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-                scale = scale_for(peak)
+                facts, scale, pieces = decode_for_shard(path, task.sample_rate)
+                peak = facts.pop("peak")
                 length = 0
                 for piece in pieces():
                     out.write(quantize(piece, scale).tobytes())

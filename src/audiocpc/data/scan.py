@@ -356,7 +356,7 @@ def _scanned_path(report: FileReport) -> Path:
     return report.path
 
 
-def _display_name(path: Path, root: Path) -> str:
+def display_name(path: Path, root: Path) -> str:
     """The name below the data folder as valid text: bytes that are not UTF-8 become \\xNN."""
     name = relative_name(path, root)
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -499,7 +499,7 @@ def assemble_report(root: str | Path, data: DataConfig, found: list[Found],
     join = Join.from_config(data) if join is None else join
     files: list[FileReport] = []
     for item in found:
-        name = _display_name(item.path, root)
+        name = display_name(item.path, root)
         if item.stat is None:
             files.append(FileReport(file=name, readable=False, reason=item.reason, path=item.path))
             continue

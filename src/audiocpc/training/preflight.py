@@ -19,7 +19,13 @@ from audiocpc.models.cpc import CPCModel
 
 
 def data_folder_problems(data_dir: str | Path) -> list[str]:
-    folder = Path(data_dir)
+    from audiocpc.data.prepared_shards import url_problems
+    from audiocpc.data.remote import data_location
+
+    location = data_location(data_dir)
+    if isinstance(location, str):  # a URL (not file://): it must hold a prepared corpus
+        return url_problems(location)
+    folder = location
     if folder.is_dir():
         return []
     if folder.exists():

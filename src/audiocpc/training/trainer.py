@@ -31,6 +31,8 @@ from audiocpc.config import Config
 from audiocpc.data.corpus import AudioCorpus, CropSampler
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.prepared import open_data
+from audiocpc.data.remote import data_location
+from audiocpc.data.streaming import StreamSampler, training_sampler
 from audiocpc.training.distributed import (SINGLE_PROCESS, DistributedContext, DistributedRunError,
                                   distributed_session, effective_lr, is_collective_failure)
 from audiocpc.training.device import resolve_device
@@ -95,7 +97,7 @@ class Trainer:
                  dist: DistributedContext = SINGLE_PROCESS):
         config = check_model_config(config)  # components resolved, so config.yaml is complete
         self.config = config
-        self.data_dir = Path(data_dir)
+        self.data_dir = data_location(data_dir)  # a Path, or a URL (s3://...) of a prepared corpus
         self.folder = RunFolder.for_config(config)
         self.run_dir = self.folder.path
         self.progress = progress
@@ -223,7 +225,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _batches(self, sampler: CropSampler
+    def _batches(self, sampler: CropSampler | StreamSampler
                  ) -> Iterator[tuple[int, torch.Tensor, Optional[torch.Tensor]]]:
         from audiocpc.data.corpus import batch_stream
 
@@ -400,8 +402,9 @@ class Trainer:
             if self.dist.is_main:
                 log.info("validation: %d held-out file(s), %d fixed crops scored every epoch",
                          len(held_out), len(self.validation.crops))
-        sampler = CropSampler(corpus, cfg.data.crop_samples, cfg.data.N * cfg.train.accumulate,
-                              cfg.train.seed, self.dist.rank, self.dist.world_size)
+        sampler = training_sampler(corpus, cfg.data.crop_samples, cfg.data.N * cfg.train.accumulate,
+                                   cfg.train.seed, self.dist.rank, self.dist.world_size,
+                                   cfg.data.streaming, cfg.data.shuffle_buffer)
         writer = self._tensorboard()
         steps_per_epoch = cfg.train.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {cfg.run_name}",
