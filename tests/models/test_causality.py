@@ -103,3 +103,22 @@ def test_pre_norm_transformer_context_is_causal_and_normalises_its_output() -> N
         x = torch.randn(2, LENGTH, WIDTH) * 5
         normed = network.blocks(x * WIDTH ** 0.5)
     torch.testing.assert_close(normed.mean(-1), torch.zeros(2, LENGTH), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("scale_input", [True, False])
+def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_input: bool) -> None:
+    """`scale_input`: the blocks read z x sqrt(dim) + codes (the reference's) or z + codes."""
+    from audiocpc.models.context import sinusoidal_positions
+
+    torch.manual_seed(0)
+    network = build("context", "transformer", {"dropout": 0.0, "scale_input": scale_input},
+                    in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
+    seen = []
+    network.blocks.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0]),
+                                             with_kwargs=True)
+    z = torch.randn(2, LENGTH, WIDTH)
+    with torch.no_grad():
+        network(z)
+    scale = WIDTH ** 0.5 if scale_input else 1.0
+    torch.testing.assert_close(seen[0], z * scale + sinusoidal_positions(LENGTH, WIDTH, z.device))
+    _check_causal(network)

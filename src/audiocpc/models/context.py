@@ -92,6 +92,7 @@ class TransformerContext(nn.Module):
         dropout: float = 0.1,
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
         norm_first: bool = False,
+        scale_input: bool = True,
     ):
         super().__init__()
         if in_dim % num_heads:
@@ -111,10 +112,13 @@ class TransformerContext(nn.Module):
         dense.append(nn.Linear(width, out_dim))
         self.dense = nn.Sequential(*dense)
         self.max_len = max_len  # informational: positions are computed for any length
+        # z x sqrt(dim) before the position codes, as the Transformer paper scales its
+        # embeddings (and the reference did); False adds the codes to z as it is
+        self.input_scale = math.sqrt(in_dim) if scale_input else 1.0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         length = z.shape[1]
-        x = z * math.sqrt(z.shape[-1]) + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
+        x = z * self.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
         mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
         x = self.blocks(self.dropout(x), mask=mask, is_causal=True)
         return self.dense(x)
@@ -122,7 +126,7 @@ class TransformerContext(nn.Module):
     def layer_outputs(self, z: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         """Each Transformer block's output [B, L, in_dim], then c (after the dense stack)."""
         length = z.shape[1]
-        x = z * math.sqrt(z.shape[-1]) + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
+        x = z * self.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
         mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
         x = self.dropout(x)
         outputs = []
