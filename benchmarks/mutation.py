@@ -15,7 +15,8 @@ positional arguments of a call swapped. The mutated module is written into a pri
 never written, so killing this script cannot leave a mutated tree behind.
 
 A mutant is *killed* when the tests fail or run past their limit (3x the unmutated run's time,
-at least `--timeout`: an infinite loop is a caught bug), and *survives* when they pass. Score = killed / (killed + survived). Mutants
+at least `--timeout`: an infinite loop is a caught bug), and *survives* when they pass. Score = killed / (killed + survived); a second score leaves out
+the survivors listed in EQUIVALENT_MUTANTS (reviewed: no input tells them apart). Mutants
 that do not compile or that `ast.unparse` renders identical to the original are not counted.
 Not part of CI: one mutant costs a full run of its module's tests.
 """
@@ -97,10 +98,33 @@ class Mutant:
     variant: int       # which of the kind's alternatives at that node (e.g. which keyword)
     line: int
     description: str
+    source_line: str = ""   # the text of the mutated line, stripped (how EQUIVALENT_MUTANTS name it)
 
     @property
     def where(self) -> str:
         return f"src/audiocpc/{self.module}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """A mutant reviewed and found to behave like the original for every input. Named by its
+    line's text rather than its number, so an edit elsewhere in the module keeps the entry."""
+    module: str
+    source_line: str   # the mutated line, stripped, exactly as in the source
+    description: str   # the mutation, exactly as the tool prints it
+    reason: str        # one line: why no input can tell the two apart
+
+    def matches(self, mutant: Mutant) -> bool:
+        return (mutant.module, mutant.source_line, mutant.description) == (
+            self.module, self.source_line, self.description)
+
+
+# Reviewed equivalents. Only a mutant that NO input can tell apart from the original goes
+# here, never one that is merely hard to test. The report counts them apart: the raw score
+# (killed / all) and the score without them (killed / (all - listed equivalents that survived)).
+# A listed mutant that is killed after all is flagged for removal.
+EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
+)
 
 
 def _skipped_nodes(tree: ast.Module) -> set[int]:
@@ -223,6 +247,7 @@ def find_mutants(source: str, module: str) -> list[Mutant]:
     tree = ast.parse(source)
     skipped = _skipped_nodes(tree)
     original = ast.unparse(tree)
+    lines = source.splitlines()
     mutants = []
     for index, node in enumerate(ast.walk(tree)):
         if id(node) in skipped:
@@ -235,7 +260,9 @@ def find_mutants(source: str, module: str) -> list[Mutant]:
                 compile(mutated, module, "exec")
             except SyntaxError:
                 continue
-            mutants.append(Mutant(module, index, kind, variant, getattr(node, "lineno", 0), description))
+            line = getattr(node, "lineno", 0)
+            text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+            mutants.append(Mutant(module, index, kind, variant, line, description, text))
     return sorted(mutants, key=lambda m: (m.line, m.node_index, m.kind, m.variant))
 
 
@@ -357,24 +384,67 @@ def run(modules: Sequence[str], *, max_mutants: int | None, jobs: int, timeout: 
     return outcomes
 
 
-def report(outcomes: Sequence[Outcome], modules: Sequence[str]) -> str:
-    """The score per module and the surviving mutants, as Markdown."""
-    lines = ["", "| module | mutants | killed | survived | score |", "|---|---|---|---|---|"]
-    total_killed = total = 0
+def equivalent_of(mutant: Mutant, equivalents: Sequence[Equivalent] = EQUIVALENT_MUTANTS
+                  ) -> Equivalent | None:
+    """The reviewed entry that documents this mutant as equivalent, if any."""
+    return next((e for e in equivalents if e.matches(mutant)), None)
+
+
+def report(outcomes: Sequence[Outcome], modules: Sequence[str],
+           equivalents: Sequence[Equivalent] = EQUIVALENT_MUTANTS) -> str:
+    """The score per module (raw, and without the documented equivalents) and the surviving
+    mutants, as Markdown."""
+    lines = ["", "| module | mutants | killed | survived | documented equivalent | score | "
+             "score without equivalents |", "|---|---|---|---|---|---|---|"]
+
+    def percent(part: int, whole: int) -> str:
+        return f"{100 * part / whole:.0f} %" if whole else "-"
+
+    def is_equivalent(outcome: Outcome) -> bool:
+        return outcome.status == "survived" and equivalent_of(outcome.mutant, equivalents) is not None
+
+    totals = [0, 0, 0]   # mutants, killed, documented equivalents
     for module in modules:
         mine = [o for o in outcomes if o.mutant.module == module]
         killed = sum(o.status != "survived" for o in mine)
-        total_killed += killed
-        total += len(mine)
-        score = f"{100 * killed / len(mine):.0f} %" if mine else "-"
-        lines.append(f"| `{module}` | {len(mine)} | {killed} | {len(mine) - killed} | {score} |")
+        same = sum(is_equivalent(o) for o in mine)
+        for i, n in enumerate((len(mine), killed, same)):
+            totals[i] += n
+        lines.append(f"| `{module}` | {len(mine)} | {killed} | {len(mine) - killed - same} | {same} | "
+                     f"{percent(killed, len(mine))} | {percent(killed, len(mine) - same)} |")
+    total, total_killed, total_same = totals
     if total:
-        lines.append(f"| all | {total} | {total_killed} | {total - total_killed} | "
-                     f"{100 * total_killed / total:.0f} % |")
-    survivors = [o for o in outcomes if o.status == "survived"]
+        lines.append(f"| all | {total} | {total_killed} | {total - total_killed - total_same} | "
+                     f"{total_same} | {percent(total_killed, total)} | "
+                     f"{percent(total_killed, total - total_same)} |")
+    survivors = [o for o in outcomes if o.status == "survived" and not is_equivalent(o)]
     lines += ["", f"Surviving mutants ({len(survivors)}):" if survivors else "No surviving mutants."]
     lines += [f"- {o.mutant.where}: {o.mutant.description}" for o in survivors]
+    same_outcomes = [o for o in outcomes if is_equivalent(o)]
+    if same_outcomes:
+        lines += ["", f"Documented equivalents that survived ({len(same_outcomes)}, EQUIVALENT_MUTANTS):"]
+        lines += [f"- {o.mutant.where}: {o.mutant.description} ({equivalent_of(o.mutant, equivalents).reason})"
+                  for o in same_outcomes]   # type: ignore[union-attr]
+    wrongly_listed = [o for o in outcomes if o.status != "survived" and equivalent_of(o.mutant, equivalents)]
+    if wrongly_listed:
+        lines += ["", "Listed as equivalent but KILLED (a test tells them apart: remove them from "
+                  "EQUIVALENT_MUTANTS):"]
+        lines += [f"- {o.mutant.where}: {o.mutant.description}" for o in wrongly_listed]
     return "\n".join(lines)
+
+
+def stale_equivalents(src: Path, package: str,
+                      equivalents: Sequence[Equivalent] = EQUIVALENT_MUTANTS) -> list[Equivalent]:
+    """Entries that match no mutant of the current source (the line changed): review them."""
+    found: dict[str, list[Mutant]] = {}
+    stale = []
+    for entry in equivalents:
+        if entry.module not in found:
+            path = src / package / entry.module
+            found[entry.module] = find_mutants(path.read_text(), entry.module) if path.exists() else []
+        if not any(entry.matches(m) for m in found[entry.module]):
+            stale.append(entry)
+    return stale
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -398,8 +468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for module in args.modules:
             for mutant in find_mutants((REPO / "src" / "audiocpc" / module).read_text(), module):
-                print(f"{mutant.where}  {mutant.kind:12s}  {mutant.description}")
+                mark = "  (documented equivalent)" if equivalent_of(mutant) else ""
+                print(f"{mutant.where}  {mutant.kind:12s}  {mutant.description}{mark}")
         return 0
+    for entry in stale_equivalents(REPO / "src", "audiocpc"):
+        print(f"mutation.py: EQUIVALENT_MUTANTS entry matches no mutant any more, review it: "
+              f"{entry.module}: {entry.source_line!r}: {entry.description}", file=sys.stderr)
     outcomes = run(args.modules, max_mutants=args.max_mutants, jobs=args.jobs, timeout=args.timeout,
                    seed=args.seed, src=REPO / "src", package="audiocpc", module_tests=MODULE_TESTS, repo=REPO)
     return 0 if outcomes else 1
