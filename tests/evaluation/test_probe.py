@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,33 @@ def test_file_accuracy_averages_probabilities_over_a_files_crops() -> None:
     assert metrics["per_class"]["b"]["precision"] == pytest.approx(0.5)
     assert metrics["per_class"]["a"]["recall"] == pytest.approx(2 / 3)
     assert metrics["confusion"] == [[2, 1], [0, 1]]
+
+
+def test_the_confusion_matrices_have_a_row_and_column_for_a_class_the_test_side_lacks() -> None:
+    # classes a, b, c come from the training side; the test side holds only a and b and nothing
+    # predicts c: its row and column are still there (all zero), so the cells line up with
+    # `classes` and with the confusion plot's axis labels
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])
+    metrics = score(proba, ["a", "b", "a", "b"], ["f1", "f2", "f3", "f4"], ["a", "b", "c"])
+    assert metrics["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert metrics["file_confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert metrics["chance_accuracy"] == pytest.approx(0.5)
+
+
+def test_the_logistic_probe_converges_on_unstandardised_features_of_very_different_scales() -> None:
+    # --no-standardize: the one informative feature is 10^4 times smaller than the largest, so
+    # lbfgs needs ~500 iterations (sklearn's default limit of 100 stops short, with a warning)
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(100, 30))
+    labels = ["up" if v > 0 else "down" for v in z[:, 0]]
+    features = (z * np.logspace(-2, 2, 30)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fitted = fit_probe(features, labels, ProbeSettings(kind="logreg", standardize=False))
+    assert fitted.scaler is None
 
 
 def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path, saved_figures) -> None:
