@@ -145,3 +145,15 @@ def test_every_documented_equivalent_still_names_a_mutant_of_the_source() -> Non
         assert entry.module in tool.MODULE_TESTS and entry.reason.strip(), entry
     moved = tool.Equivalent("models/loss.py", "no such line", "`+` -> `-`", "stale")
     assert tool.stale_equivalents(src, "audiocpc", (moved,)) == [moved]
+
+
+def test_only_keeps_the_mutants_of_the_named_lines_and_the_report_lists_timeouts() -> None:
+    tool = _load_tool()
+    source = "def f(a, b):\n    a = a + 1\n    return a * b\n"
+    mutants = tool.find_mutants(source, "toy.py")
+    kept = tool.only_lines(mutants, ["src/audiocpc/toy.py:3", "other.py:2"])
+    assert kept and {m.line for m in kept} == {3}
+    assert tool.only_lines(mutants, ["toy.py:2"]) == [m for m in mutants if m.line == 2]
+    text = tool.report([tool.Outcome(kept[0], "timeout", 9.0)], ["toy.py"], ())
+    assert "| `toy.py` | 1 | 1 | 0 | 0 | 100 % | 100 % |" in text
+    assert f"{kept[0].where}: {kept[0].description}" in text.split("Timed out, counted as killed (1")[1]
