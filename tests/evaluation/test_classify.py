@@ -95,3 +95,12 @@ def test_split_csv_counts_the_crops_of_each_file_on_its_side(tmp_path: Path,
     sides = {line.split(",")[0]: line.split(",")[2:] for line in rows[1:]}
     assert len(sides) == 8 and all(crops == "2" for _, crops in sides.values())
     assert sorted(side for side, _ in sides.values()) == ["test"] * 2 + ["train"] * 6
+
+
+def test_mfcc_train_rows_against_model_test_rows_are_refused(tmp_path: Path) -> None:
+    # an MFCC folder's metadata may carry the model's settings too: its kind is still mfcc
+    features = np.zeros((4, 3), dtype=np.float32)
+    train = _split(tmp_path, "train", features, {"features": "mfcc", "kind": "context"})
+    test = _split(tmp_path, "test", features, {"kind": "context"})
+    with pytest.raises(AudiocpcError, match="kind: train 'mfcc', test 'context'"):
+        check_same_embedding(tmp_path, train, test)

@@ -130,11 +130,14 @@ def test_the_confusion_matrices_have_a_row_and_column_for_a_class_the_test_side_
     # predicts c: its row and column are still there (all zero), so the cells line up with
     # `classes` and with the confusion plot's axis labels
     proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])
-    metrics = score(proba, ["a", "b", "a", "b"], ["f1", "f2", "f3", "f4"], ["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an undefined F1 (class c) is 0, without a warning
+        metrics = score(proba, ["a", "b", "a", "b"], ["f1", "f2", "f3", "f4"], ["a", "b", "c"])
     assert metrics["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
     assert metrics["file_confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
     assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert metrics["chance_accuracy"] == pytest.approx(0.5)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0) / 3)
 
 
 def test_the_logistic_probe_converges_on_unstandardised_features_of_very_different_scales() -> None:
@@ -325,3 +328,28 @@ def test_tsne_of_fewer_points_than_pca_dimensions(tmp_path: Path) -> None:
     write_embeddings(tmp_path / "emb", "train", x, files, labels)
     info = tsne(tmp_path / "emb", tmp_path / "tsne", points=100, perplexity=30, seed=0)
     assert info["points"] == 32
+
+
+def test_a_probe_reads_features_as_float32_whatever_dtype_it_is_given() -> None:
+    # fitted on float32 rows; float64 rows of the same values must meet the same transforms
+    x, _, labels = clustered(2, 4, crops=3, dim=5, spread=0.5, seed=3)
+    fitted = fit_probe(x.astype(np.float32), labels, ProbeSettings(pca_dim=3))
+    np.testing.assert_array_equal(fitted.transform(x), fitted.transform(x.astype(np.float32)))
+
+
+def test_the_mlp_history_reports_the_mean_training_loss_and_accuracy_per_row() -> None:
+    # lr 0 and no dropout: the model never changes, so each epoch's training loss is the
+    # initial model's cross-entropy averaged over the training rows (no validation here)
+    x, _, _ = clustered(2, 4, crops=5, dim=4, spread=0.5, seed=4)
+    labels = ["ab"[i % 3 == 0] for i in range(len(x))]   # not the clusters: some rows come out wrong
+    settings = ProbeSettings(kind="mlp", hidden=8, lr=0.0, weight_decay=0.0, dropout=0.0, batch_size=7,
+                             max_epochs=3, validation_fraction=0.0, standardize=False)
+    fitted = fit_probe(x, labels, settings)
+    assert len(fitted.history) == 3 and "val_loss" not in fitted.history[0]
+    proba = fitted.predict_proba(x)
+    y = np.array([fitted.classes.index(label) for label in labels])
+    expected = float(-np.log(proba[np.arange(len(y)), y]).mean())
+    assert [epoch["train_loss"] for epoch in fitted.history] == pytest.approx([expected] * 3, rel=1e-5)
+    accuracy = float((proba.argmax(axis=1) == y).mean())
+    assert 0 < accuracy < 1   # neither all right nor all wrong, so the average is what is checked
+    assert [epoch["train_accuracy"] for epoch in fitted.history] == pytest.approx([accuracy] * 3)
