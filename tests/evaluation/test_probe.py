@@ -353,3 +353,18 @@ def test_the_mlp_history_reports_the_mean_training_loss_and_accuracy_per_row() -
     accuracy = float((proba.argmax(axis=1) == y).mean())
     assert 0 < accuracy < 1   # neither all right nor all wrong, so the average is what is checked
     assert [epoch["train_accuracy"] for epoch in fitted.history] == pytest.approx([accuracy] * 3)
+
+
+def test_the_readme_states_the_probes_defaults() -> None:
+    import re
+
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    found = re.search(r"`mlp` \(one hidden layer of (\d+), shuffled batches of (\d+), Adam, early "
+                      r"stopping on (\d+) % of the training side's files held out: it stops after "
+                      r"(\d+) epochs without a lower validation loss and keeps the best epoch\) and "
+                      r"`knn` \(k = (\d+)\)", readme)
+    assert found, "the README's sentence on the probes changed: update this test with it"
+    defaults = ProbeSettings()
+    assert [int(n) for n in found.groups()] == [defaults.hidden, defaults.batch_size,
+                                                round(100 * defaults.validation_fraction),
+                                                defaults.patience, defaults.neighbours]
