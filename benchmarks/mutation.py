@@ -130,7 +130,37 @@ class Equivalent:
 # here, never one that is merely hard to test. The report counts them apart: the raw score
 # (killed / all) and the score without them (killed / (all - listed equivalents that survived)).
 # A listed mutant that is killed after all is flagged for removal.
+_TRANSPOSE_SAME = "transpose(1, 0) is transpose(0, 1): the same two dimensions swapped"
+_CAUSAL_HINT = ("the explicit causal mask is passed beside it; is_causal only tells torch the mask is "
+                "causal (outputs equal bit for bit, train and eval, checked by hand)")
+_F1_SYMMETRIC = ("per-class F1 = 2TP / (2TP + FP + FN) is symmetric in truth and prediction, and with "
+                 "labels= fixed so is its macro mean")
 EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
+    Equivalent("models/similarity.py", "return predictions @ bank.transpose(0, 1)",
+               "first two arguments of `bank.transpose(...)` swapped", _TRANSPOSE_SAME),
+    Equivalent("models/similarity.py",
+               "return F.normalize(predictions, dim=-1) @ F.normalize(bank, dim=-1).transpose(0, 1) / "
+               "self.temperature",
+               "first two arguments of `F.normalize(bank, dim=-1).transpose(...)` swapped", _TRANSPOSE_SAME),
+    Equivalent("models/similarity.py", "return (predictions @ self.weight) @ bank.transpose(0, 1)",
+               "first two arguments of `bank.transpose(...)` swapped", _TRANSPOSE_SAME),
+    Equivalent("models/context.py", "x = self.blocks(self.dropout(x), mask=mask, is_causal=True)",
+               "`is_causal=` dropped from `self.blocks(...)`", _CAUSAL_HINT),
+    Equivalent("models/context.py", "x = block(x, src_mask=mask, is_causal=True)",
+               "`is_causal=` dropped from `block(...)`", _CAUSAL_HINT),
+    Equivalent("models/loss.py",
+               "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
+               "`dtype=` dropped from `torch.full(...)`",
+               "torch.full infers torch.long from the int fill value POSITIVE_INDEX"),
+    Equivalent("evaluation/embed.py",
+               "WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this",
+               "`64` -> `65`", "a padding size: the padded windows are never gathered, only batch shapes change"),
+    Equivalent("evaluation/probe.py",
+               '"macro_f1": float(f1_score(y, predicted, labels=ids, average="macro", zero_division=0)),',
+               "first two arguments of `f1_score(...)` swapped", _F1_SYMMETRIC),
+    Equivalent("evaluation/probe.py",
+               '"file_macro_f1": float(f1_score(file_y, file_predicted, labels=ids, average="macro",',
+               "first two arguments of `f1_score(...)` swapped", _F1_SYMMETRIC),
 )
 
 
