@@ -83,6 +83,10 @@ def test_faster_crops_hint_only_when_slow() -> None:
     assert faster_crops_hint(1000.0, 5, [10_000] * 4, 6000) == ""
     hint = faster_crops_hint(900.0, 90, [60_000] * 4, 6000)
     assert "--crops 5 takes about 50 s" in hint and "--crops all" not in hint  # 10 crops per file
+    # clips of 1-2 crops: `all` (the crops they hold) is offered too, with its own estimate
+    hint = faster_crops_hint(900.0, 90, [6_000, 12_000, 12_000, 13_000], 6000)
+    assert hint == ("--crops 5 takes about 50 s; --crops all (the 7 consecutive crops the files hold, "
+                    "1.8 per file) about 18 s")
 
 
 def test_models_auto_joins_short_clips_and_the_users_overrides_win(tmp_path: Path) -> None:
