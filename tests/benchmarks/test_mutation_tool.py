@@ -112,3 +112,48 @@ def test_max_mutants_samples_the_same_mutants_every_time_and_each_one_compiles()
         mutated = tool.mutated_source(source, mutant)
         compile(mutated, "toy.py", "exec")
         assert mutated.strip() != source.strip()
+
+
+def test_documented_equivalents_are_scored_apart_and_a_killed_one_is_flagged() -> None:
+    tool = _load_tool()
+    source = "def f(a, b):\n    return a.transpose(0, 1) + b\n"
+    mutants = {m.description: m for m in tool.find_mutants(source, "toy.py")}
+    swap = mutants["first two arguments of `a.transpose(...)` swapped"]
+    plus = mutants["`+` -> `-`"]
+    assert swap.source_line == "return a.transpose(0, 1) + b"
+    listed = (tool.Equivalent("toy.py", "return a.transpose(0, 1) + b",
+                              "first two arguments of `a.transpose(...)` swapped", "the same swap"),
+              tool.Equivalent("toy.py", "return a.transpose(0, 1) + b", "`+` -> `-`", "wrongly listed"))
+    outcomes = [tool.Outcome(swap, "survived", 1.0), tool.Outcome(plus, "killed", 1.0),
+                tool.Outcome(mutants["`0` -> `1`"], "survived", 1.0)]
+
+    text = tool.report(outcomes, ["toy.py"], listed)
+
+    # 3 mutants, 1 killed, 1 a documented equivalent: raw 33 %, without equivalents 1 / 2
+    assert "| `toy.py` | 3 | 1 | 1 | 1 | 33 % | 50 % |" in text
+    survivors = text.split("Surviving mutants (1):")[1].split("Documented equivalents")[0]
+    assert "`0` -> `1`" in survivors and "transpose" not in survivors
+    assert "(the same swap)" in text.split("Documented equivalents that survived (1")[1]
+    assert "`+` -> `-`" in text.split("Listed as equivalent but KILLED")[1]
+
+
+def test_every_documented_equivalent_still_names_a_mutant_of_the_source() -> None:
+    tool = _load_tool()
+    src = MUTATION_PY.parents[1] / "src"
+    assert tool.stale_equivalents(src, "audiocpc") == []
+    for entry in tool.EQUIVALENT_MUTANTS:
+        assert entry.module in tool.MODULE_TESTS and entry.reason.strip(), entry
+    moved = tool.Equivalent("models/loss.py", "no such line", "`+` -> `-`", "stale")
+    assert tool.stale_equivalents(src, "audiocpc", (moved,)) == [moved]
+
+
+def test_only_keeps_the_mutants_of_the_named_lines_and_the_report_lists_timeouts() -> None:
+    tool = _load_tool()
+    source = "def f(a, b):\n    a = a + 1\n    return a * b\n"
+    mutants = tool.find_mutants(source, "toy.py")
+    kept = tool.only_lines(mutants, ["src/audiocpc/toy.py:3", "other.py:2"])
+    assert kept and {m.line for m in kept} == {3}
+    assert tool.only_lines(mutants, ["toy.py:2"]) == [m for m in mutants if m.line == 2]
+    text = tool.report([tool.Outcome(kept[0], "timeout", 9.0)], ["toy.py"], ())
+    assert "| `toy.py` | 1 | 1 | 0 | 0 | 100 % | 100 % |" in text
+    assert f"{kept[0].where}: {kept[0].description}" in text.split("Timed out, counted as killed (1")[1]

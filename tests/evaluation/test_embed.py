@@ -255,3 +255,56 @@ def test_embed_prints_its_plan_with_a_measured_estimate(tiny_run: Path, demo_dir
     assert len(plan) == 1
     assert "20 file(s) x 2 crop(s) = 40 crops of 0.750 s" in plan[0] and "measured on one batch" in plan[0]
     assert any(r.getMessage().startswith("classes found: 5 class(es) in 20 file(s)") for r in caplog.records)
+
+
+def test_a_folder_without_usable_audio_is_one_clear_error_before_any_work(tiny_run: Path,
+                                                                          tmp_path: Path) -> None:
+    from audiocpc.errors import NoUsableAudioError
+
+    data = tmp_path / "broken"
+    data.mkdir()
+    (data / "noise.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio at all")
+    with pytest.raises(NoUsableAudioError, match="broken"):
+        embed_folder(tiny_run, data, "test", crops=2, out=tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").rglob("test.*"))
+
+
+def test_the_device_asked_for_is_the_one_used(tiny_run: Path, demo_dir: Path, tmp_path: Path) -> None:
+    # no machine has a hundredth GPU: asked for, it is refused rather than silently replaced
+    with pytest.raises(ConfigError, match="cuda:99"):
+        embed_folder(tiny_run, demo_dir / "test", "test", crops=1, device="cuda:99", out=tmp_path,
+                     progress=False)
+
+
+def test_a_file_with_fewer_crop_starts_than_crops_is_counted_once_in_the_log(
+        tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "data"
+    _write(data, "long.wav", 3.0)
+    _write(data, "one_crop.wav", TINY_CROP / TINY_SR, seed=1)  # exactly one crop: one start
+    with caplog.at_level(logging.INFO, logger="audiocpc"):
+        result = embed_folder(tiny_run, data, "test", crops=3, out=tmp_path, progress=False)
+    assert len(result.files) == 6
+    message = next(r.getMessage() for r in caplog.records if "fewer crop starts" in r.getMessage())
+    distinct = len({(f, s) for f, s in zip(result.files, result.start_seconds)})
+    assert message.startswith("1 file(s) offer fewer crop starts")
+    assert f"({distinct} distinct of 6 rows)" in message
+
+
+def test_an_unreadable_file_stops_embedding_under_on_bad_file_error(tiny_run: Path,
+                                                                    tmp_path: Path) -> None:
+    import dataclasses
+
+    from audiocpc.errors import NoUsableAudioError
+    from audiocpc.training.restore import restore_run
+
+    data = tmp_path / "data"
+    _write(data, "good.wav", 2.0)
+    (data / "noise.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio at all")
+    run = restore_run(tiny_run, device="cpu")
+    strict = run.config.model_copy(deep=True)
+    strict.data.on_bad_file = "error"
+    with pytest.raises(NoUsableAudioError, match="noise.wav.*data.on_bad_file=skip"):
+        embed_folder(dataclasses.replace(run, config=strict), data, "test", crops=1,
+                     out=tmp_path / "out", progress=False)
+    # the run's own policy (skip) embeds the good file
+    assert embed_folder(run, data, "test", crops=1, out=tmp_path / "out", progress=False).files == ["good.wav"]

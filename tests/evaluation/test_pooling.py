@@ -41,3 +41,20 @@ def test_the_python_api_pools_like_embed(tiny_run) -> None:  # type: ignore[no-u
     sk = audiocpc.CPCTransformer(tiny_run, kind="zc", pool="meanstd", sample_rate=8000, crops=2,
                                  device="cpu")
     np.testing.assert_allclose(sk.transform(waves), rows, rtol=1e-5, atol=1e-6)
+
+
+def test_context_is_c_at_the_crops_last_step_and_the_means_pool_every_frame() -> None:
+    config = load_config("cpc_tiny", ["model.z_dim=16", "model.c_dim=24", "model.encoder.filters=16"])
+    torch.manual_seed(0)
+    model = build_cpc(config).eval()
+    crop = config.data.crop_samples
+    wave = np.random.default_rng(2).standard_normal(crop * 2).astype(np.float32)
+    starts = [np.array([0, crop // 3])]
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(wave[crop // 3 : crop // 3 + crop]).unsqueeze(0))
+        c = model.contextualize(z)
+    assert c.shape[1] > 2   # a last step distinct from the ones before it
+    expected = {"context": c[0, -1], "context_mean": c[0].mean(0), "z_mean": z[0].mean(0)}
+    for kind, vector in expected.items():
+        rows, _ = embed_crops(model, [wave], starts, crop, kind=kind, pool="mean", batch_size=2)
+        np.testing.assert_allclose(rows[1], vector.numpy(), rtol=1e-4, atol=1e-5, err_msg=kind)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,36 @@ def test_file_accuracy_averages_probabilities_over_a_files_crops() -> None:
     assert metrics["per_class"]["b"]["precision"] == pytest.approx(0.5)
     assert metrics["per_class"]["a"]["recall"] == pytest.approx(2 / 3)
     assert metrics["confusion"] == [[2, 1], [0, 1]]
+
+
+def test_the_confusion_matrices_have_a_row_and_column_for_a_class_the_test_side_lacks() -> None:
+    # classes a, b, c come from the training side; the test side holds only a and b and nothing
+    # predicts c: its row and column are still there (all zero), so the cells line up with
+    # `classes` and with the confusion plot's axis labels
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an undefined F1 (class c) is 0, without a warning
+        metrics = score(proba, ["a", "b", "a", "b"], ["f1", "f2", "f3", "f4"], ["a", "b", "c"])
+    assert metrics["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert metrics["file_confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert metrics["chance_accuracy"] == pytest.approx(0.5)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0) / 3)
+
+
+def test_the_logistic_probe_converges_on_unstandardised_features_of_very_different_scales() -> None:
+    # --no-standardize: the one informative feature is 10^4 times smaller than the largest, so
+    # lbfgs needs ~500 iterations (sklearn's default limit of 100 stops short, with a warning)
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(100, 30))
+    labels = ["up" if v > 0 else "down" for v in z[:, 0]]
+    features = (z * np.logspace(-2, 2, 30)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fitted = fit_probe(features, labels, ProbeSettings(kind="logreg", standardize=False))
+    assert fitted.scaler is None
 
 
 def test_classify_without_test_split_holds_out_whole_files(tmp_path: Path, saved_figures) -> None:
@@ -297,3 +328,43 @@ def test_tsne_of_fewer_points_than_pca_dimensions(tmp_path: Path) -> None:
     write_embeddings(tmp_path / "emb", "train", x, files, labels)
     info = tsne(tmp_path / "emb", tmp_path / "tsne", points=100, perplexity=30, seed=0)
     assert info["points"] == 32
+
+
+def test_a_probe_reads_features_as_float32_whatever_dtype_it_is_given() -> None:
+    # fitted on float32 rows; float64 rows of the same values must meet the same transforms
+    x, _, labels = clustered(2, 4, crops=3, dim=5, spread=0.5, seed=3)
+    fitted = fit_probe(x.astype(np.float32), labels, ProbeSettings(pca_dim=3))
+    np.testing.assert_array_equal(fitted.transform(x), fitted.transform(x.astype(np.float32)))
+
+
+def test_the_mlp_history_reports_the_mean_training_loss_and_accuracy_per_row() -> None:
+    # lr 0 and no dropout: the model never changes, so each epoch's training loss is the
+    # initial model's cross-entropy averaged over the training rows (no validation here)
+    x, _, _ = clustered(2, 4, crops=5, dim=4, spread=0.5, seed=4)
+    labels = ["ab"[i % 3 == 0] for i in range(len(x))]   # not the clusters: some rows come out wrong
+    settings = ProbeSettings(kind="mlp", hidden=8, lr=0.0, weight_decay=0.0, dropout=0.0, batch_size=7,
+                             max_epochs=3, validation_fraction=0.0, standardize=False)
+    fitted = fit_probe(x, labels, settings)
+    assert len(fitted.history) == 3 and "val_loss" not in fitted.history[0]
+    proba = fitted.predict_proba(x)
+    y = np.array([fitted.classes.index(label) for label in labels])
+    expected = float(-np.log(proba[np.arange(len(y)), y]).mean())
+    assert [epoch["train_loss"] for epoch in fitted.history] == pytest.approx([expected] * 3, rel=1e-5)
+    accuracy = float((proba.argmax(axis=1) == y).mean())
+    assert 0 < accuracy < 1   # neither all right nor all wrong, so the average is what is checked
+    assert [epoch["train_accuracy"] for epoch in fitted.history] == pytest.approx([accuracy] * 3)
+
+
+def test_the_readme_states_the_probes_defaults() -> None:
+    import re
+
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    found = re.search(r"`mlp` \(one hidden layer of (\d+), shuffled batches of (\d+), Adam, early "
+                      r"stopping on (\d+) % of the training side's files held out: it stops after "
+                      r"(\d+) epochs without a lower validation loss and keeps the best epoch\) and "
+                      r"`knn` \(k = (\d+)\)", readme)
+    assert found, "the README's sentence on the probes changed: update this test with it"
+    defaults = ProbeSettings()
+    assert [int(n) for n in found.groups()] == [defaults.hidden, defaults.batch_size,
+                                                round(100 * defaults.validation_fraction),
+                                                defaults.patience, defaults.neighbours]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from audiocpc.evaluation.classify import classify
-from audiocpc.evaluation.probe import ProbeSettings, fit_probe
+from audiocpc.evaluation.probe import ProbeSettings, fit_probe, split_by_file
 from audiocpc.evaluation.store import EmbeddingSplit
 
 FILES, CROPS = 120, 5
@@ -58,3 +58,23 @@ def test_classify_gives_the_mlp_the_files_of_its_rows(tmp_path: Path) -> None:
                        {}).write(embed, split)
     report = classify(embed, tmp_path / "classify", probes=["mlp"], settings=SETTINGS)
     assert _best_validation_accuracy(report["probes"]["mlp"]["history"]) < 0.8
+
+
+def test_the_mlp_stops_patience_epochs_after_its_best_and_keeps_the_best_epoch() -> None:
+    # random labels per file: validated on unseen files, the loss bottoms out early, then rises
+    features, files, labels = _memorisable()
+    settings = ProbeSettings(kind="mlp", hidden=16, lr=0.02, max_epochs=200, patience=4, seed=0,
+                             validation_fraction=0.5, standardize=False)
+    fitted = fit_probe(features, labels, settings, files=files)
+    losses = [epoch["val_loss"] for epoch in fitted.history]
+    best = int(np.argmin(losses))
+    assert len(losses) < settings.max_epochs             # it did stop early
+    assert len(losses) == best + 1 + settings.patience   # exactly `patience` epochs past the best
+    # the model kept is the best epoch's: its loss on the held-out files is the best loss
+    classes = sorted(set(labels))
+    held = split_by_file(files, [str(classes.index(label)) for label in labels], 0.5, seed=0)
+    proba = fitted.predict_proba(features[held])
+    y = np.array([classes.index(label) for label, h in zip(labels, held) if h])
+    kept_loss = float(-np.log(proba[np.arange(len(y)), y]).mean())
+    assert kept_loss == pytest.approx(losses[best], rel=1e-4)
+    assert kept_loss < losses[-1]

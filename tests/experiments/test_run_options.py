@@ -44,7 +44,15 @@ def test_plan_lists_each_stage_with_an_estimate_and_the_fast_option(
     import soundfile as sf
 
     import audiocpc.evaluation.embed as embed
+    import audiocpc.evaluation.mfcc as mfcc
+    import audiocpc.training.estimate as estimate
 
+    # The plan measures each stage on this machine; the measurements are pinned here, so what
+    # the plan says (the note above all) does not depend on how loaded the machine is.
+    monkeypatch.setattr(estimate, "time_train_step", lambda *args, **kwargs: 0.5)
+    monkeypatch.setattr(embed, "measure_embed_seconds", lambda *args, **kwargs: 2.0)
+    monkeypatch.setattr(Experiment, "_classify_seconds", lambda self, rows, dim: 5.0)
+    monkeypatch.setattr(mfcc, "mfcc_summary", lambda *args, **kwargs: None)  # timed: ~0 s
     data = tmp_path / "clips"
     data.mkdir()
     for i in range(6):  # clips of 1.5 s: two consecutive 0.75 s crops each
@@ -53,9 +61,12 @@ def test_plan_lists_each_stage_with_an_estimate_and_the_fast_option(
                                        overrides=["train.epochs=1", "train.steps_per_epoch=3"]))
     lines = experiment.plan(experiment.configs())
     text = "\n".join(lines)
-    assert "plan for 1dconv_tiny: train 3 steps: about" in text and "s per step" in text
-    assert "embed train: 6 of 6 file(s) x 90 crop(s) per file = 540 crops of 0.750 s" in text
-    assert "MFCC baseline of the same 540 crops" in text and "classify (logreg" in text
+    assert "plan for 1dconv_tiny: train 3 steps: about 2 s (0.50 s per step, measured on" in text
+    # 2 s measured on the probe's crops (every one of the 540 here), twice: the untrained model too
+    assert ("embed train: 6 of 6 file(s) x 90 crop(s) per file = 540 crops of 0.750 s: about 4 s "
+            "(with the untrained baseline)") in text
+    assert "MFCC baseline of the same 540 crops: about under 1 s" in text
+    assert "classify (logreg on 3 feature set(s)): about 5 s; t-SNE" in text
     assert "note:" not in text  # quick here: no advice
 
     # embedding that dwarfs training (FSDD: 2700 clips x 90 crops did not finish in 15 minutes)
@@ -72,6 +83,10 @@ def test_faster_crops_hint_only_when_slow() -> None:
     assert faster_crops_hint(1000.0, 5, [10_000] * 4, 6000) == ""
     hint = faster_crops_hint(900.0, 90, [60_000] * 4, 6000)
     assert "--crops 5 takes about 50 s" in hint and "--crops all" not in hint  # 10 crops per file
+    # clips of 1-2 crops: `all` (the crops they hold) is offered too, with its own estimate
+    hint = faster_crops_hint(900.0, 90, [6_000, 12_000, 12_000, 13_000], 6000)
+    assert hint == ("--crops 5 takes about 50 s; --crops all (the 7 consecutive crops the files hold, "
+                    "1.8 per file) about 18 s")
 
 
 def test_models_auto_joins_short_clips_and_the_users_overrides_win(tmp_path: Path) -> None:

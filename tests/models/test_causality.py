@@ -122,3 +122,26 @@ def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_i
     scale = WIDTH ** 0.5 if scale_input else 1.0
     torch.testing.assert_close(seen[0], z * scale + sinusoidal_positions(LENGTH, WIDTH, z.device))
     _check_causal(network)
+
+def test_context_dropout_is_the_configured_rate() -> None:
+    """dropout 0: a context network in training mode is as deterministic as in eval mode
+    (torch's Transformer layer would otherwise add its own default of 0.1)."""
+    for name in registered("context"):
+        torch.manual_seed(0)
+        params = {"dropout": 0.0, "num_layers": 2} if name != "transformer" else {"dropout": 0.0}
+        network = build("context", name, params, in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).train()
+        x = torch.randn(2, LENGTH, WIDTH)
+        torch.testing.assert_close(network(x), network(x), rtol=0, atol=0, msg=name)
+        params["dropout"] = 0.5   # and a rate above 0 is applied between layers in training
+        network = build("context", name, params, in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).train()
+        assert not torch.equal(network(x), network(x)), name
+
+
+@pytest.mark.parametrize("name", registered("context"))
+def test_context_networks_keep_every_tensor_on_the_inputs_device(name: str) -> None:
+    """On the meta device, which (like CUDA) refuses to mix with a CPU tensor: a tensor made
+    without `device=` (a mask, position codes) fails here the way it would on a GPU."""
+    network = _context(name).to("meta")
+    x = torch.randn(2, LENGTH, WIDTH, device="meta")
+    assert network(x).device.type == "meta"
+    assert all(out.device.type == "meta" for _, out in network.layer_outputs(x))

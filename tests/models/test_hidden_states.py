@@ -87,3 +87,15 @@ def test_pooling_of_frames() -> None:
     assert pool_frames(frames, "last").tolist() == [[3.0, 6.0]]
     with pytest.raises(ValueError, match="unknown pooling 'median'"):
         pool_frames(frames, "median")
+
+
+def test_frames_for_counts_the_whole_windows_of_each_length() -> None:
+    from audiocpc import load_config
+    from audiocpc.models import build_cpc
+
+    model = build_cpc(load_config("1dconv_tiny"))  # window mode: 500-sample windows
+    assert model.window == 500
+    lengths = torch.tensor([6000, 4999, 500, 499])
+    assert model.frames_for(lengths).tolist() == [12, 9, 1, 0]
+    frame_model = _model("cpc_tiny")   # frame mode: the encoder's own output length
+    assert frame_model.frames_for(torch.tensor([8000])).tolist() == [frame_model.encode(torch.zeros(1, 8000)).shape[1]]

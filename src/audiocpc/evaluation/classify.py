@@ -164,7 +164,6 @@ def classify(embed_dir: str | Path, out_dir: str | Path, probes: Sequence[str] =
     for side, part in (("train", train), ("test", test)):
         per_file = dict(zip(part.files, part.labels))
         log.info("%s: %s side: %s", embed_dir.name, side, describe_classes(list(per_file.values())))
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():  # say so: an earlier result (other probes or settings) is replaced
         old = _read_json_file(metrics_path)
