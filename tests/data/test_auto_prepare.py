@@ -15,7 +15,7 @@ import soundfile as sf
 from audiocpc import load_config
 from audiocpc.cli import main
 from audiocpc.data import prepared
-from audiocpc.data.prepared import AUTO_FOLDER, is_prepared, open_data
+from audiocpc.data.prepared import AUTO_FOLDER, AUTO_LOCK, auto_home, is_prepared, open_data
 from audiocpc.data.scan import scan_folder
 
 SR = 8000
@@ -123,3 +123,46 @@ def test_train_and_embed_a_folder_through_its_prepared_copy(tmp_path: Path,
     with open(tmp_path / "out" / "embeddings" / "cpc_tiny" / "test.csv", newline="") as handle:
         files = sorted({row["file"] for row in csv.DictReader(handle)})
     assert files == sorted(f"{n}_{'ab'[n % 2]}_{n}.wav" for n in range(6))
+
+
+@pytest.mark.slow  # two processes
+def test_processes_asking_at_once_share_one_prepare(tmp_path: Path) -> None:
+    """As torchrun's ranks do: both open the folder while the lock is held (here by the
+    test); once it is free, one prepares and the other waits for it and reads that copy."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    folder = _clips(tmp_path / "audio", count=40)
+    home = auto_home(folder, _data(tmp_path))
+    home.mkdir(parents=True)
+    src = Path(__file__).resolve().parents[2] / "src"
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from audiocpc import load_config\n"
+        "from audiocpc.data.prepared import open_data\n"
+        f"data = load_config('cpc_tiny', ['data.cache_dir={tmp_path / 'cache'}', "
+        f"'data.sample_rate={SR}', 'data.full_duration=1.0', 'data.auto_prepare=true']).data\n"
+        "open(sys.argv[1], 'w').close()\n"  # about to ask for the folder
+        f"report = open_data({str(folder)!r}, data, progress=False)\n"
+        "print(len(report.corpus()))\n")
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    with open(home / AUTO_LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        markers = [tmp_path / f"asking{n}" for n in range(2)]
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(marker)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for marker in markers]
+        deadline = time.monotonic() + 240
+        while not all(m.exists() for m in markers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # from the marker to the lock: a scan of 41 names
+    results = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in results]
+    assert [out.strip() for out, _ in results] == ["40", "40"]
+    logs = "".join(err for _, err in results)
+    assert logs.count("waiting for another process") >= 2  # both met the held lock
+    assert logs.count("once into") == 1  # one prepare; the other process reused it
+    assert len(_copies(tmp_path)) == 1

@@ -94,6 +94,7 @@ def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = N
 
 
 AUTO_FOLDER = "prepared"  # below the decoded-audio cache: <cache>/prepared/<folder>/<state>
+AUTO_LOCK = ".lock"
 
 
 def folder_state(root: str | Path, data: DataConfig) -> Optional[str]:
@@ -115,6 +116,12 @@ def folder_state(root: str | Path, data: DataConfig) -> Optional[str]:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def auto_home(root: str | Path, data: DataConfig) -> Path:
+    """The cache folder that holds the prepared copy of the folder `root` (and its lock)."""
+    source = os.path.abspath(root).encode("utf-8", "surrogateescape")
+    return AudioCache(data.cache_dir).folder / AUTO_FOLDER / hashlib.sha256(source).hexdigest()[:16]
+
+
 def auto_prepared(root: str | Path, data: DataConfig, progress: bool = True) -> Optional[Path]:
     """The prepared corpus of the folder `root` in the cache (data.auto_prepare): prepared
     the first time, reused while the folder's files are unchanged (`folder_state`), and
@@ -122,10 +129,9 @@ def auto_prepared(root: str | Path, data: DataConfig, progress: bool = True) -> 
     Processes asking at once (torchrun ranks) wait for one prepare instead of each writing
     their own."""
     source = os.path.abspath(root)
-    home = (AudioCache(data.cache_dir).folder / AUTO_FOLDER /
-            hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:16])
+    home = auto_home(root, data)
     home.mkdir(parents=True, exist_ok=True)
-    with _waiting_lock(home / ".lock"):
+    with _waiting_lock(home / AUTO_LOCK):
         state = folder_state(root, data)
         if state is None:
             return None
@@ -149,6 +155,9 @@ def _waiting_lock(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("data.auto_prepare: waiting for another process that prepares this folder")
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:  # a file system without flock: go on unlocked
             pass
