@@ -268,6 +268,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                           device=args.device, progress=not args.quiet, layer=args.layer,
                           pool=args.pool)
     info = result.info
+    if "share" in info:  # under torchrun: another rank's share; rank 0 wrote the files and says so
+        return 0
     print(f"wrote {result.array_path} ({info['rows']} x {info['dim']}, {info['files']} files, "
           f"{info['skipped_short']} too short) and {result.manifest_path.name}")
     return 0

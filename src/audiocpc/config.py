@@ -64,6 +64,10 @@ class DataConfig(Section):
     cache_dir: Optional[str] = Field(
         None, description="decoded-audio cache; default ~/.cache/audiocpc/audio"
     )
+    auto_prepare: bool = Field(
+        False, description="a folder given to train, embed, check-data or run is prepared once "
+        "into the cache (int16 shards, as `audiocpc prepare` writes) and read from there, reused "
+        "while its files are unchanged; false: each file decoded into the float32 cache")
     num_workers: int = limited(0, "each worker is a process of its own", ge=0, le=256,
                                description="background batch-loading processes")
     standardize: bool = Field(

@@ -147,3 +147,34 @@ def test_stale_temporary_files_of_killed_runs_are_swept(tmp_path: Path) -> None:
     config = load_config("cpc_tiny", [f"data.cache_dir={tmp_path / 'cache'}"])
     scan_folder(tmp_path / "data", config.data, progress=False)
     assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.slow  # a child process that trains and embeds
+def test_check_data_train_and_embed_run_under_the_macos_open_file_limit(tmp_path: Path) -> None:
+    """The issue's target: under `ulimit -n 256` (macOS's default) the README's folder
+    commands (check-data, train, embed) run on more recordings than the limit."""
+    data = tmp_path / "data"
+    _write_clips(data, 320, 0.3)
+    out = tmp_path / "out"
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+        "from audiocpc.cli import main\n"
+        "common = ['--preset', 'cpc_tiny', '--set', 'data.full_duration=0.25']\n"
+        f"data, out = {str(data)!r}, {str(out)!r}\n"
+        "for args in (['check-data', data, *common],\n"
+        "             ['train', '--data', data, '--out', out, '--quiet', *common, '--set', 'data.N=8',\n"
+        "              '--set', 'train.epochs=1', '--set', 'train.steps_per_epoch=3'],\n"
+        "             ['embed', out + '/cpc/cpc_tiny', '--data', data, '--split', 'train',\n"
+        "              '--crops', '2', '--out', out, '--quiet']):\n"
+        "    code = main(args)\n"
+        "    if code:\n"
+        "        sys.exit(f'{args[0]} exited with {code}')\n")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "AUDIOCPC_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Too many open files" not in done.stderr
+    embedded = np.load(out / "embeddings" / "cpc_tiny" / "train.npy")
+    assert embedded.shape[0] == 320 * 2

@@ -39,6 +39,8 @@ lengths with the settings of the command that reads it, exactly as for the folde
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -48,13 +50,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
 from audiocpc.data.audio import WaveView
+from audiocpc.data.cache import AudioCache
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
 from audiocpc.data.prepared_shards import (MANIFEST_NAME, ShardTask, is_prepared, url_problems,
@@ -92,7 +95,92 @@ def open_data(root: str | Path, data: DataConfig, min_samples: Optional[int] = N
         return load_prepared(location, data, min_samples, join)
     if is_prepared(location):
         return load_prepared(location, data, min_samples, join)
+    if data.auto_prepare and location.is_dir():
+        corpus = auto_prepared(location, data, progress)
+        if corpus is not None:
+            try:
+                return load_prepared(corpus, data, min_samples, join, source=location)
+            except (ConfigError, NoUsableAudioError) as exc:  # a damaged copy: made again, once
+                log.warning("%s: the prepared copy of %s is damaged (%s); preparing it again",
+                            corpus, location, exc)
+                shutil.rmtree(corpus, ignore_errors=True)
+                corpus = auto_prepared(location, data, progress)
+                assert corpus is not None
+                return load_prepared(corpus, data, min_samples, join, source=location)
     return scan_folder(location, data, min_samples, progress=progress, join=join)
+
+
+AUTO_FOLDER = "prepared"  # below the decoded-audio cache: <cache>/prepared/<folder>/<state>
+AUTO_LOCK = ".lock"
+
+
+def folder_state(root: str | Path, data: DataConfig) -> Optional[str]:
+    """A digest of what a prepared copy of `root` depends on: every audio file's name and
+    stat (size, modification and change times, inode: as the cache keys its entries), the
+    sample rate and the corpus format; None when there is no audio file. Reads no audio."""
+    root = Path(root)
+    files: list[list[Any]] = []
+    found = discover_recordings(root, data.extensions)
+    if not found:
+        return None
+    for item in found:
+        name = item.path.relative_to(root).as_posix()
+        st = item.stat
+        files.append([name, item.reason] if st is None else
+                     [name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, item.original])
+    ident = {"format": FORMAT, "version": FORMAT_VERSION, "sample_rate": data.sample_rate,
+             "files": files}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def auto_home(root: str | Path, data: DataConfig) -> Path:
+    """The cache folder that holds the prepared copy of the folder `root` (and its lock)."""
+    source = os.path.abspath(root).encode("utf-8", "surrogateescape")
+    return AudioCache(data.cache_dir).folder / AUTO_FOLDER / hashlib.sha256(source).hexdigest()[:16]
+
+
+def auto_prepared(root: str | Path, data: DataConfig, progress: bool = True) -> Optional[Path]:
+    """The prepared corpus of the folder `root` in the cache (data.auto_prepare): prepared
+    the first time, reused while the folder's files are unchanged (`folder_state`), and
+    replaced when they change; None for a folder without audio files (the scan says so).
+    Processes asking at once (torchrun ranks) wait for one prepare instead of each writing
+    their own."""
+    source = os.path.abspath(root)
+    home = auto_home(root, data)
+    home.mkdir(parents=True, exist_ok=True)
+    with _waiting_lock(home / AUTO_LOCK):
+        state = folder_state(root, data)
+        if state is None:
+            return None
+        target = home / state
+        if is_prepared(target):
+            return target
+        log.info("data.auto_prepare: preparing %s once into %s (reused while its files are "
+                 "unchanged)", source, target)
+        prepare_corpus(root, target, data, force=True, progress=progress)
+        for older in home.iterdir():  # copies of the folder as it was before (or half-made)
+            if older.is_dir() and older != target:
+                shutil.rmtree(older, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _waiting_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, waited for (released by the kernel if we die)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("data.auto_prepare: waiting for another process that prepares this folder")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: go on unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- reading
@@ -194,12 +282,15 @@ def read_manifest(folder: "str | Path | Location") -> tuple[dict[str, Any], list
 
 
 def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[int] = None,
-                  join: Optional[Join] = None) -> DataReport:
+                  join: Optional[Join] = None, source: Optional[str | Path] = None) -> DataReport:
     """The data report of a prepared corpus, as `scan_folder` gives it for the source folder
-    (usable files, sequences and labels follow the settings given now). Reads no audio."""
+    (usable files, sequences and labels follow the settings given now). Reads no audio.
+    `source`: the folder it was prepared from, named in the report instead of the corpus
+    (data.auto_prepare: the user gave the folder, the corpus is the cache's)."""
     location = Location(folder)
     # a URL's files are named below it (for labels and messages) but read through `location`
     folder = location.local if location.local is not None else Path(str(location.url))
+    named = Path(source) if source is not None else folder
     header, rows = read_manifest(location)
     rate = int(header["sample_rate"])
     if rate != data.sample_rate:
@@ -232,8 +323,9 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                      else RemoteShardSlice(location, row["shard"], *place))
         facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}
         files.append(FileReport(file=row["file"], **facts, duplicate_of=row.get("duplicate_of"),
-                                path=folder / row["file"], entry=entry))
-    report = DataReport(str(location), rate, min_samples / rate, files, join=join.mode,
+                                path=named / row["file"], entry=entry))
+    report = DataReport(str(named) if source is not None else str(location), rate,
+                        min_samples / rate, files, join=join.mode,
                         min_samples=min_samples, extensions=tuple(data.extensions),
                         join_plan=join, joinable=join_from_config, standardize=data.standardize)
     report._mark_usable()

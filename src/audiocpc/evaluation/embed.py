@@ -48,6 +48,8 @@ from audiocpc.data.labels import label_rule
 from audiocpc.models import CPCModel
 from audiocpc.models.hidden import POOLS, pool_frames
 from audiocpc.training.estimate import format_duration
+from audiocpc.training.device import resolve_device
+from audiocpc.training.distributed import DistributedContext, contiguous_share, distributed_session
 from audiocpc.training.restore import RestoredRun, restore_run
 from audiocpc.data.prepared import is_prepared, manifest_files, open_data
 
@@ -465,6 +467,28 @@ def distinct_crops(starts: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.n
 
 
 @torch.inference_mode()
+def choose_sharing(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                   crop: int, kind: str = "context", layer: Optional[str] = None,
+                   shared: Optional[bool] = None) -> bool:
+    """Whether `embed_crops` shares encoder work on these (distinct) crops: `shared` when
+    given (True where sharing cannot apply is a ValueError); None = when the crops share
+    enough work to pay off and sharing gives the same numbers for this model."""
+    possible = _sharing(model, crop, layer) is not None
+    if shared and not possible:
+        raise ValueError("shared encoding needs window mode (crops of whole windows) or a frame "
+                         "encoder with a layer geometry, and no layer")
+    if shared is None:
+        shared = possible and any(len(s) for s in starts) and \
+            sharing_reuse(model, starts, crop, layer) >= MIN_WINDOW_REUSE
+        if shared and not _shared_is_exact(model, waves, starts, crop, kind,
+                                           next(model.parameters()).device):
+            log.info("this model's encoder is not local (it normalises across a crop): embedding "
+                     "crop by crop")
+            shared = False
+    return bool(shared)
+
+
+@torch.inference_mode()
 def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                 crop: int, kind: str = "context", batch_size: int = 64,
                 shared: Optional[bool] = None, progress: bool = False,
@@ -483,16 +507,7 @@ def embed_crops(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequence[n
     planned = starts
     starts, row_of = distinct_crops(planned)
     counts = [len(s) for s in starts]
-    possible = _sharing(model, crop, layer) is not None
-    if shared and not possible:
-        raise ValueError("shared encoding needs window mode (crops of whole windows) or a frame "
-                         "encoder with a layer geometry, and no layer")
-    if shared is None:
-        shared = possible and any(counts) and sharing_reuse(model, starts, crop, layer) >= MIN_WINDOW_REUSE
-        if shared and not _shared_is_exact(model, waves, starts, crop, kind, device):
-            log.info("this model's encoder is not local (it normalises across a crop): embedding "
-                     "crop by crop")
-            shared = False
+    shared = choose_sharing(model, waves, starts, crop, kind, layer, shared)
 
     def run(files: list[int]) -> torch.Tensor:
         if shared:
@@ -621,19 +636,34 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
                  label_pattern: Optional[str] = None, labels_csv: Optional[str | Path] = None,
                  random_init: bool = False, device: str | torch.device = "auto",
                  progress: bool = True, shared: Optional[bool] = None, layer: Optional[str] = None,
-                 pool: str = "mean") -> EmbeddingSplit:
+                 pool: str = "mean", dist: Optional[DistributedContext] = None) -> EmbeddingSplit:
     """Embed every audio file below `data_dir` (this split's folder) and write
     `<folder>/<split>.{npy,csv,json}` (the results layout's embeddings folder is chosen by
     the caller: `audiocpc.embed_folder` puts it in `<out>/embeddings/<run name>`). `crops`
     defaults to 90 for the train split and 5 otherwise; `random_init` embeds with the
     untrained baseline; `layer` embeds one layer of `CPCModel.hidden_states` instead of
     `kind`, its frames pooled by `pool` (which also pools the frames of the context_mean and
-    z_mean kinds). The JSON records the identity of the model, data and settings."""
+    z_mean kinds). The JSON records the identity of the model, data and settings.
+
+    Under torchrun (or with `dist` given) every process embeds a consecutive share of the
+    files (about equal numbers of crops) on its own device, rank 0 gathers the rows and
+    writes the same three files one process writes (same rows in the same order, the same
+    JSON); the other ranks write nothing. Rank 0 returns the whole split, the others their
+    own share of its rows (`info["share"]`: rank, world_size, first and end row)."""
+    if dist is None:  # join the process group when torchrun started us (else one process)
+        with distributed_session("auto", EMBED_TIMEOUT_S, str(device)) as session:
+            return embed_folder(run_dir_or_model, data_dir, split, folder=folder, crops=crops,
+                                kind=kind, seed=seed, batch_size=batch_size, label_mode=label_mode,
+                                label_pattern=label_pattern, labels_csv=labels_csv,
+                                random_init=random_init, device=device, progress=progress,
+                                shared=shared, layer=layer, pool=pool, dist=session)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", split):
         raise ConfigError(f"--split: '{split}' must be a plain name such as train or test")
     crops = default_crops(split) if crops is None else crops
     check_options(kind, crops, batch_size, layer, pool)
     rule = label_rule(label_mode, label_pattern, labels_csv)  # a bad label table fails early
+    if dist.enabled and isinstance(device, str):  # auto and a bare cuda: this process's own GPU
+        device = resolve_device(device, local_rank=dist.local_rank)
     run = _as_run(run_dir_or_model, random_init, device)
     config, model = run.config, run.model
     crop = crop_length(config)
@@ -647,20 +677,26 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
                               label_pattern=label_pattern, labels_csv=labels_csv, layer=layer,
                               pool=pool)
     # the one data path; each file on its own (data.join is for training crops only)
-    report = open_data(root, config.data, crop, progress=progress, join=NO_JOIN)
+    report = open_data(root, config.data, crop, progress=progress and dist.is_main, join=NO_JOIN)
     report.check(config.data.on_bad_file)  # nothing usable: a clear error before any work
     corpus = report.corpus(labels=rule, crop_source=crop_source(config))
     names = [relative_name(p, root) for p in corpus.paths]
     file_labels = corpus.labels
     starts = plan_crops(corpus.lengths, names, crop, crops, seed, crop_grid(model))
     waves = corpus.waves()  # opened on demand: no open file per recording
-    if progress:  # the plan, with a measured estimate, before the long part
+    model.eval()
+    # decided once on the whole plan (and rank 0's decision used by all), so every process
+    # embeds its share the way one process would embed them all
+    shared = bool(dist.broadcast_from_main(choose_sharing(
+        model, waves, distinct_crops(starts)[0], crop, kind, layer, shared)))
+    if progress and dist.is_main:  # the plan, with a measured estimate, before the long part
         seconds = measure_embed_seconds(model, waves, starts, crop, kind, batch_size, shared,
-                                        layer, pool)
+                                        layer, pool) / dist.world_size
         total = sum(len(x) for x in starts)
+        processes = f" over {dist.world_size} processes" if dist.enabled else ""
         log.info("plan: embedding %s: %d file(s) x %s crop(s) = %d crops of %.3f s with %s; about "
-                 "%s (measured on one batch)", split, len(names), crops, total, crop / sample_rate, run.name,
-                 format_duration(seconds))
+                 "%s%s (measured on one batch)", split, len(names), crops, total, crop / sample_rate,
+                 run.name, format_duration(seconds), processes)
         hint = faster_crops_hint(seconds, crops, corpus.lengths.tolist(), crop)
         if hint:
             log.warning("embedding %d crops takes long: %s", total, hint)
@@ -670,9 +706,23 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
         log.info("%d file(s) offer fewer crop starts on the %d-sample grid than %s crops: each distinct "
                  "crop is embedded once and its row repeated (%d distinct of %d rows)", repeated,
                  crop_grid(model), crops, distinct, sum(len(s) for s in starts))
-    rows, used_shared = embed_crops(model, waves, starts, crop, kind, batch_size, shared, progress,
-                                    desc=f"embedding {split}", layer=layer, pool=pool)
+    work = [len(np.unique(s)) for s in starts]  # distinct crops: what a file costs to embed
+    share = contiguous_share(work, dist.rank, dist.world_size)
+    mine = [s if i in share else np.zeros(0, np.int64) for i, s in enumerate(starts)]
+    rows, used_shared = embed_crops(model, waves, mine, crop, kind, batch_size, shared,
+                                    progress and dist.is_main, desc=f"embedding {split}",
+                                    layer=layer, pool=pool)
     counts = [len(s) for s in starts]
+    share_rows = [sum(counts[i] for i in contiguous_share(work, r, dist.world_size))
+                  for r in range(dist.world_size)]
+    first_row = sum(share_rows[: dist.rank])
+    if dist.enabled:
+        gathered = _gather_rows(dist, rows, share_rows)
+        if not dist.is_main:
+            return _share_of_split(dist, rows, names, file_labels, starts, crop, sample_rate,
+                                   folder, split, first_row)
+        assert gathered is not None
+        rows = gathered
     row_files = [n for n, c in zip(names, counts) for _ in range(c)]
     row_labels = [lab for lab, c in zip(file_labels, counts) for _ in range(c)]
     start_seconds = np.concatenate(starts).astype(np.float64) / sample_rate
@@ -697,7 +747,53 @@ def embed_folder(run_dir_or_model: Any, data_dir: str | Path, split: str, *,
     }
     result = EmbeddingSplit(rows, row_files, row_labels, start_seconds,
                             np.full(len(row_files), crop / sample_rate), info).write(folder, split)
+    if dist.enabled:  # the others return once the files are written (see _share_of_split)
+        dist.broadcast_from_main(result.info)
     log.info("embedded %d crops of %d file(s) -> %s (%d skipped as shorter than %.3f s)",
              len(row_files), len(names), result.array_path, len(corpus.skipped_short), crop / sample_rate)
     return result
 
+
+
+# Ranks wait for the slowest share at the gather; a rank that fails is ended by torchrun,
+# which stops the others, so this only bounds a wait that torchrun cannot see.
+EMBED_TIMEOUT_S = 24 * 3600.0
+# Rows sent to rank 0 per round of the gather: bounded messages whatever the split's size.
+GATHER_ROWS = 1 << 16
+
+
+def _gather_rows(dist: DistributedContext, rows: np.ndarray, share_rows: Sequence[int]) -> Optional[np.ndarray]:
+    """Every rank's rows, concatenated in rank order, on rank 0 (None on the others), in
+    rounds of at most GATHER_ROWS rows per rank (every rank knows every share's size)."""
+    pieces: list[np.ndarray] = []
+    rounds = -(-max(share_rows) // GATHER_ROWS)
+    for number in range(rounds):
+        part = np.ascontiguousarray(rows[number * GATHER_ROWS : (number + 1) * GATHER_ROWS])
+        received = dist.gather_to_main(part)
+        if received is not None:
+            pieces.extend(received)
+    if not dist.is_main:
+        return None
+    # rank order, then round order within a rank
+    ordered = [pieces[number * dist.world_size + rank] for rank in range(dist.world_size)
+               for number in range(rounds)]
+    ordered = [piece for piece in ordered if len(piece)]
+    return np.concatenate(ordered).astype(np.float32, copy=False) if ordered else np.zeros((0, 0), np.float32)
+
+
+def _share_of_split(dist: DistributedContext, rows: np.ndarray, names: list[str], file_labels: list[str],
+                    starts: list[np.ndarray], crop: int, sample_rate: int, folder: str | Path,
+                    split: str, first_row: int) -> EmbeddingSplit:
+    """What a rank other than 0 returns: its own rows and their crops, with the JSON rank 0
+    wrote (received once it is written, so every rank returns after the files exist)."""
+    info = dist.broadcast_from_main(None)
+    counts = [len(s) for s in starts]
+    row_files = [n for n, c in zip(names, counts) for _ in range(c)]
+    row_labels = [lab for lab, c in zip(file_labels, counts) for _ in range(c)]
+    start_seconds = np.concatenate(starts).astype(np.float64) / sample_rate
+    end = first_row + len(rows)
+    info = {**info, "share": {"rank": dist.rank, "world_size": dist.world_size,
+                              "first_row": first_row, "end_row": end}}
+    return EmbeddingSplit(rows, row_files[first_row:end], row_labels[first_row:end],
+                          start_seconds[first_row:end], np.full(end - first_row, crop / sample_rate),
+                          info, Path(folder), split)

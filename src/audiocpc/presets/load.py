@@ -189,6 +189,7 @@ def load_config(preset: str = "1dconv_gru", overrides: Optional[list[str]] = Non
 # default, so an old checkpoint loads (and resumes) as the model it was.
 STORED_BEFORE = {
     ("data", "standardize"): False,
+    ("data", "auto_prepare"): False,
     ("train", "lr_schedule"): "constant",
     ("train", "warmup_steps"): 0,
     ("train", "validation_fraction"): 0.0,

@@ -15,8 +15,9 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 
 from audiocpc.errors import AudiocpcError, ConfigError
@@ -80,6 +81,15 @@ class DistributedContext:
         torch.distributed.all_gather_object(out, value)
         return out
 
+    def gather_to_main(self, value: Any) -> Optional[list[Any]]:
+        """`value` from every rank, in rank order, on rank 0 only (None on the others): what
+        only rank 0 writes need not be held by every rank."""
+        if not self.enabled:
+            return [value]
+        out: Optional[list[Any]] = [None] * self.world_size if self.is_main else None
+        torch.distributed.gather_object(value, out, dst=0)
+        return out
+
     def gather_negative_bank(self, z: torch.Tensor, labels: Optional[torch.Tensor],
                              group: Any = None) -> tuple[torch.Tensor, Optional[torch.Tensor], int]:
         """Concatenate z [B, L, D] of every rank into [world*B, L, D] (and labels alike).
@@ -122,6 +132,25 @@ class _GatherWithGradient(torch.autograd.Function):
 
 
 SINGLE_PROCESS = DistributedContext()
+
+
+def contiguous_share(weights: Sequence[float], rank: int, world_size: int) -> range:
+    """The items (indices into `weights`) that rank `rank` of `world_size` works on:
+    consecutive items, each rank about an equal part of the total weight (e.g. the crops of
+    each file). In rank order the shares cover every item once, in order, so results
+    concatenated in rank order are in item order. A rank may get none (more ranks than items)."""
+    if world_size <= 1:
+        return range(len(weights))
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        return range(0)
+    if not w.sum() > 0:
+        w = np.ones_like(w)
+    # an item belongs to the rank whose part of the total holds its weight's midpoint; the
+    # owners never decrease along the items, so each rank's items are consecutive
+    owners = np.minimum(((np.cumsum(w) - w / 2) * world_size / w.sum()).astype(np.int64),
+                        world_size - 1)
+    return range(int(np.searchsorted(owners, rank, "left")), int(np.searchsorted(owners, rank, "right")))
 
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
