@@ -253,8 +253,12 @@ def run_once(peer: Peer, round_index: int, seconds: float, warmup_steps: int, co
     """Run one child to its end or for `seconds`, sampling at each progress line."""
     result = RunResult(peer.name, peer.preset, peer.precision, round_index)
     env = {**os.environ, **peer.env}
-    child = subprocess.Popen(peer.command, cwd=peer.cwd, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        child = subprocess.Popen(peer.command, cwd=peer.cwd, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:  # a wrong --reference-python, say
+        result.problem = f"could not start {shlex.join(peer.command[:2])} in {peer.cwd}: {exc}"
+        return result
     counter = peer.counter()
     samples: list[Sample] = []
     tail: list[str] = []

@@ -154,6 +154,15 @@ def test_a_run_past_its_time_is_stopped_and_measured_up_to_then(tmp_path: Path) 
     assert result.wall_s < 1.6
 
 
+def test_a_side_that_cannot_start_is_reported_not_raised(tmp_path: Path) -> None:
+    side = compare.Peer("reference framework", "1dconv_gru", "own",
+                        [str(tmp_path / "no-python"), "train_cpc.py"], tmp_path, 32.0,
+                        compare.progress_bar_counter)
+    result = compare.run_once(side, 1, seconds=5, warmup_steps=1, cores=2)
+    assert result.problem is not None and "could not start" in result.problem
+    assert "no rate: could not start" in compare.format_run(result)
+
+
 def test_the_rates_of_a_window_by_hand() -> None:
     first = compare.Sample(time=10.0, steps=2, child_cpu=5.0, machine_busy=100.0)
     last = compare.Sample(time=20.0, steps=12, child_cpu=9.0, machine_busy=115.0)
