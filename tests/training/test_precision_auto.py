@@ -175,6 +175,7 @@ def test_an_auto_run_trains_exactly_like_the_precision_it_chose(
         caplog: pytest.LogCaptureFixture, float32: float, bf16: float, chosen: str) -> None:
     common = ["train.epochs=1", "train.steps_per_epoch=3"]
     _fake_clock(monkeypatch, float32, bf16)
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="audiocpc"):
         auto = train(_config(tmp_path / "auto", "train.mixed_precision=auto", *common), tone_dir,
                      progress=False)
@@ -212,6 +213,7 @@ def test_a_resumed_auto_run_keeps_its_choice_without_measuring(
                   tone_dir, progress=False)
     assert json.loads((first.run_dir / "precision.json").read_text())["chosen"] == "bf16"
     monkeypatch.setattr(precision_module, "clock", _no_clock)
+    caplog.clear()  # the first run's line (captured when an earlier test left INFO on)
     with caplog.at_level(logging.INFO, logger="audiocpc"):
         resumed = train(_config(tmp_path / "a", "train.mixed_precision=auto", "train.epochs=2",
                                 *common), tone_dir, resume=True, progress=False)
