@@ -85,7 +85,7 @@ def bench_training(trainer: Trainer, corpus: Any, warmup: int, intervals: int, p
     model = trainer.model
 
     def one_step() -> None:
-        with autocast_context(trainer.device, cfg.train.mixed_precision):
+        with autocast_context(trainer.device, trainer.precision or "none"):  # auto: as chosen
             out = model(batches[0].to(trainer.device))
         out.loss.backward()
         model.zero_grad(set_to_none=True)
@@ -109,7 +109,7 @@ def bench_embedding(trainer: Trainer, corpus: Any, crops_per_file: int, interval
 
     def embed() -> None:
         nonlocal used_shared
-        with autocast_context(trainer.device, cfg.train.mixed_precision):
+        with autocast_context(trainer.device, trainer.precision or "none"):
             used_shared = embed_crops(model, waves, starts, crop, "context")[1]
 
     embed()
@@ -136,9 +136,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         steps, gflop = bench_training(trainer, corpus, args.warmup, args.intervals, args.steps)
         embed_rate, shared = bench_embedding(trainer, corpus, args.embed_crops, args.intervals)
         crop_seconds = cfg.data.crop_samples / cfg.data.sample_rate
-        peak = peaks["bf16" if precision == "bf16" else "none"]
+        peak = peaks["bf16" if trainer.precision == "bf16" else "none"]
         rows.append({
             "preset": args.preset, "precision": precision, "device": str(trainer.device),
+            "computed_in": trainer.precision,  # what `auto` chose; else the precision itself
+            "cpu": cpu_model_name(),
             "threads": args.threads, "batch": cfg.data.N,
             "train_steps_per_second": steps,
             "train_audio_seconds_per_second": steps * cfg.data.N * crop_seconds,
@@ -157,10 +159,20 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_model_name() -> str:
+    """lscpu's "Model name" (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    keys = [k for k in rows[0] if k not in ("preset",)]
-    print(f"preset: {rows[0]['preset']}  ({platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__})")
+    keys = [k for k in rows[0] if k not in ("preset", "cpu")]
+    print(f"preset: {rows[0]['preset']}  ({rows[0]['cpu']}, torch {torch.__version__})")
     width = max(len(k) for k in keys)
     for key in keys:
         cells = []
@@ -180,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="1dconv_gru")
     parser.add_argument("--data", help="folder of audio (default: generated synthetic data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--precisions", default="none", help="comma list of none,bf16,fp16")
+    parser.add_argument("--precisions", default="none",
+                        help="comma list of none,bf16,fp16,auto (auto: the trainer's own choice)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--warmup", type=int, default=3)

@@ -214,7 +214,11 @@ class TrainConfig(Section):
         description="CPU threads for torch; null = torch's default (all cores). "
         "Fewer threads than cores avoids slow-downs when other programs share the CPU"
     )
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    mixed_precision: Literal["none", "bf16", "fp16", "auto"] = Field(
+        "none", description="none (float32), bf16, fp16 (CUDA only, with loss scaling), or "
+        "auto: time float32 and the reduced precisions this device supports on the run's "
+        "model and first batch before step 1 and keep the fastest with a finite loss "
+        "(recorded; a resume keeps it)")
     seed: int = limited(0, "numpy takes no negative seed, and the seeds of the other processes, "
                         "derived from it, must stay within torch's 64 bits", ge=0, le=2**32 - 1)
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints")

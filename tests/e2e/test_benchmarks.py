@@ -33,6 +33,15 @@ def test_throughput_quick_mode_reports_every_number(tmp_path: Path) -> None:
         assert numbers[key] > 0, key
 
 
+def test_throughput_reports_what_auto_chose_and_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert _load("throughput").main(["--preset", "1dconv_tiny", "--quick", "--precisions", "auto",
+                                     "--json", str(out), "--data", str(_tiny_folder(tmp_path))]) == 0
+    numbers = json.loads(out.read_text())
+    assert numbers["precision"] == "auto" and numbers["computed_in"] in ("none", "bf16")
+    assert numbers["cpu"] and numbers["train_steps_per_second"] > 0
+
+
 def test_throughput_derives_its_rates_from_the_measurements(tmp_path: Path, monkeypatch) -> None:
     """The derived columns, with the measurements replaced by known numbers and the expected
     values worked out by hand (1dconv_tiny: 16 crops of 8000 samples at 8 kHz = 16 s a step)."""

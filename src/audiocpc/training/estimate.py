@@ -9,7 +9,8 @@ import torch
 
 from audiocpc.config import Config
 from audiocpc.models import build_cpc
-from audiocpc.training.trainer import autocast_context, build_optimizer
+from audiocpc.training.precision import autocast_context
+from audiocpc.training.trainer import build_optimizer
 
 
 def format_duration(seconds: float) -> str:
@@ -25,8 +26,11 @@ def format_duration(seconds: float) -> str:
 
 def time_train_step(config: Config, device: torch.device | str = "cpu", repeats: int = 1) -> float:
     """Seconds per optimisation step of this configuration (random weights, random crops of
-    the training shape), measured after one warm-up step. The global RNG is left as it was."""
+    the training shape), measured after one warm-up step (float32 for
+    train.mixed_precision=auto). The global RNG is left as it was."""
     device = torch.device(device)
+    # auto is measured at the start of training; float32, its fallback, bounds the estimate
+    precision = "none" if config.train.mixed_precision == "auto" else config.train.mixed_precision
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_cpc(config).to(device)
@@ -37,7 +41,7 @@ def time_train_step(config: Config, device: torch.device | str = "cpu", repeats:
         elapsed = 0.0
         for attempt in range(1 + repeats):
             started = time.perf_counter()
-            with autocast_context(device, config.train.mixed_precision):
+            with autocast_context(device, precision):
                 loss = model(crops, labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -9,6 +9,8 @@
         history.csv        one row per epoch
         losses.npy         mean loss per epoch
         data_report.json   the scan of the training data
+        precision.json     with train.mixed_precision=auto: the precision chosen and the speeds
+                           measured (the checkpoint's `precision` entry is what a resume uses)
         tensorboard/       event files (with the optional tensorboard extra)
 
 `experiments/layout.py` places run folders under a results folder through `RunFolder.under`,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -87,6 +90,10 @@ class RunFolder:
         return self.path / REPORT_NAME
 
     @property
+    def precision_path(self) -> Path:
+        return self.path / "precision.json"
+
+    @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tensorboard"
 
@@ -97,7 +104,7 @@ class RunFolder:
     def outputs(self) -> tuple[Path, ...]:
         """What training writes here; `clear` removes these (and only these)."""
         return (self.checkpoint_path, self.checkpoint_hash_path, self.losses_path, self.history_path, self.data_report_path,
-                self.tensorboard_dir)
+                self.precision_path, self.tensorboard_dir)
 
     def write_history(self, history: list[dict[str, float]]) -> None:
         """losses.npy (mean loss per epoch) and history.csv (one row per epoch), atomically."""
@@ -110,6 +117,10 @@ class RunFolder:
         writer.writeheader()
         writer.writerows(history)
         atomic_write_text(self.history_path, table.getvalue())
+
+    def write_precision(self, record: dict[str, Any]) -> None:
+        """precision.json: what train.mixed_precision=auto chose and measured, atomically."""
+        atomic_write_text(self.precision_path, json.dumps(record, indent=2) + "\n")
 
     def holds_run(self) -> bool:
         """Whether a run (finished or not) lives here: its checkpoint is the run."""

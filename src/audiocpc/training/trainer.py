@@ -2,7 +2,8 @@
 
 A run lives in `<output.dir>/cpc/<name>/`: config.yaml (the resolved configuration),
 checkpoint.pt (everything needed to resume exactly), losses.npy (mean loss per epoch) and
-history.csv (one row per epoch). A run resumed from its checkpoint continues with the same
+history.csv (one row per epoch), and with train.mixed_precision=auto precision.json (the
+precision chosen by measurement, see precision.py). A run resumed from its checkpoint continues with the same
 batches, negatives and dropout masks as a run that never stopped.
 
 The jobs around the loop live beside it: state.py (TrainState: step, epoch records, the
@@ -44,6 +45,9 @@ from audiocpc.models.checks import check_model_config
 from audiocpc.models.negatives import needs_labels
 from audiocpc.training.health import dead_run_problem
 from audiocpc.training.preflight import check_training_setup
+from audiocpc.training.precision import (auto_candidates, autocast_context, choose_precision,
+                                         combine_ranks, describe_choice, measure_precisions,
+                                         precision_record)
 from audiocpc.training.stop import StopRequest
 from audiocpc.training.run_folder import RunFolder
 from audiocpc.training.schedule import learning_rate
@@ -52,13 +56,6 @@ from audiocpc.training.validation import ValidationSet, split_corpus
 from audiocpc.training import resume_rules
 
 log = logging.getLogger("audiocpc")
-
-
-def autocast_context(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
-    if mixed_precision == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def build_optimizer(model: torch.nn.Module, config: Config,
@@ -117,8 +114,10 @@ class Trainer:
             torch.manual_seed(rank_seed(config.train.seed, dist.rank))
         self.lr = effective_lr(config.train.lr, config.train.lr_scaling, dist.world_size)
         self.optimizer = build_optimizer(self.model, config, lr=self.lr)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=config.train.mixed_precision == "fp16")
+        # train.mixed_precision resolved (auto: from the checkpoint, else measured before step 1)
+        self.precision_record: Optional[dict[str, Any]] = None
+        self.precision: Optional[str] = self._recorded_precision()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState(config.train.steps_per_epoch)
         self.last_saved_step: Optional[int] = None
         self.validation: Optional[ValidationSet] = None
@@ -147,6 +146,52 @@ class Trainer:
         if error is not None:
             raise error
         return payload
+
+    def _recorded_precision(self) -> Optional[str]:
+        """The precision named by train.mixed_precision, or for `auto` the one a resumed run
+        chose at its start (None: to be measured)."""
+        setting = self.config.train.mixed_precision
+        if setting != "auto":
+            return setting
+        record = (self._resume_payload or {}).get("precision") or {}
+        if record.get("chosen") not in ("none", "bf16", "fp16"):
+            return None
+        if record.get("device") != self.device.type:  # measured on another kind of device
+            if self.dist.is_main:
+                log.info("train.mixed_precision=auto: the run chose %s on %s; this resume runs "
+                         "on %s, so it measures again", record.get("chosen"), record.get("device"),
+                         self.device.type)
+            return None
+        self.precision_record = record
+        if self.dist.is_main:
+            log.info(describe_choice(record, kept=True))
+        return str(record["chosen"])
+
+    def resolve_precision(self, crops: torch.Tensor, labels: Optional[torch.Tensor] = None) -> str:
+        """For train.mixed_precision=auto: time the candidates on this batch (one micro-batch
+        of data.N crops), keep the fastest safe one, say it in one line and record it (the
+        checkpoint and precision.json). Every rank measures; all choose alike."""
+        if self.precision is not None:
+            return self.precision
+        rows = slice(0, self.config.data.N)
+        crops = crops[rows].to(self.device)
+        labels = None if labels is None else labels[rows].to(self.device)
+        results = measure_precisions(self.model, crops, labels, self.device,
+                                     auto_candidates(self.device))
+        if self.dist.enabled:
+            results = combine_ranks(self.dist.gather_objects(results))
+        chosen = choose_precision(results)
+        data = self.config.data
+        self.precision_record = precision_record(results, chosen, self.device,
+                                                 data.N * data.crop_samples / data.sample_rate)
+        self.precision = chosen
+        if chosen == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=True)
+        if self.dist.is_main:
+            log.info(describe_choice(self.precision_record))
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.folder.write_precision(self.precision_record)
+        return chosen
 
     def _wrap_for_distributed(self) -> torch.nn.Module:
         """The module the loop calls: DDP around the model under torchrun, else the model."""
@@ -210,6 +255,7 @@ class Trainer:
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            **({"precision": self.precision_record} if self.precision_record else {}),
             **self.state.state_dict(rank_rng),
             "finished": finished,
             "world_size": self.dist.world_size,
@@ -238,6 +284,7 @@ class Trainer:
         """One optimisation step; returns (loss, per-step accuracy), or None if skipped.
         `labels` (one class index per crop) feed the label-aware negative policies."""
         cfg = self.config.train
+        precision = self.resolve_precision(crops, labels)
         crops = crops.to(self.device, non_blocking=True)
         if labels is not None:
             labels = labels.to(self.device, non_blocking=True)
@@ -252,7 +299,7 @@ class Trainer:
                     if self.dist.enabled and part < parts - 1
                     else contextlib.nullcontext())
             with sync:
-                with autocast_context(self.device, cfg.mixed_precision):
+                with autocast_context(self.device, precision):
                     out = self.network(crops[rows], None if labels is None else labels[rows])
                 loss = out.loss  # computed in float32 by info_nce
                 # averaged over processes first, so every rank agrees to go on or to stop
@@ -272,7 +319,7 @@ class Trainer:
                             self.state.step + 1, loss_value, self.state.meter.skipped)
                 return None
             advice = ("lower train.lr, set train.grad_clip, or use mixed_precision=bf16 instead of fp16"
-                      if cfg.mixed_precision == "fp16" else
+                      if precision == "fp16" else
                       "lower train.lr or set train.grad_clip (e.g. 1.0)")
             saved = (f"No checkpoint was written yet (train.checkpoint_every = {cfg.checkpoint_every}): "
                      "run the command again after the change" if self.last_saved_step is None else
@@ -306,7 +353,7 @@ class Trainer:
         record["skipped_steps"] = m.skipped
         record["z_spread"] = self.z_spread
         if self.validation is not None:
-            autocast = autocast_context(self.device, self.config.train.mixed_precision)
+            autocast = autocast_context(self.device, self.precision or "none")
             val_loss, val_accuracy = self.validation.score(self.model, self.device, autocast)
             record["val_loss"] = val_loss
             for j, value in enumerate(val_accuracy, start=1):
@@ -405,6 +452,10 @@ class Trainer:
         sampler = training_sampler(corpus, cfg.data.crop_samples, cfg.data.N * cfg.train.accumulate,
                                    cfg.train.seed, self.dist.rank, self.dist.world_size,
                                    cfg.data.streaming, cfg.data.shuffle_buffer)
+        if self.precision is None:  # auto: measured on this step's own batch, before it runs
+            first_crops, first_labels = sampler.batch_with_labels(self.state.step)
+            self.resolve_precision(torch.from_numpy(first_crops),
+                                   None if first_labels is None else torch.from_numpy(first_labels))
         writer = self._tensorboard()
         steps_per_epoch = cfg.train.steps_per_epoch
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"train {cfg.run_name}",
