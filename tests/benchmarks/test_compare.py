@@ -117,8 +117,9 @@ def test_peers_and_audiocpc_take_turns_and_their_rates_match_the_fakes(tmp_path:
         # the fake burns `burn` CPU-s a step: audio per CPU-second is known (Python's own
         # printing and /proc reads add a little)
         assert run["audio_per_cpu_second"] == pytest.approx(per_step / burn, rel=0.3)
-        # and at least `pause` s of sleep: no faster than this in wall time
-        assert 0 < run["audio_per_second"] <= per_step / (burn + pause) * 1.05
+        # wall time: positive (no upper bound: under load the parent sees the window's first
+        # step late, which shortens the window, so a bound from burn + pause would be flaky)
+        assert run["audio_per_second"] > 0
         assert run["audio_per_second"] == pytest.approx(run["audio_s"] / run["wall_s"])
         # a small Python process: not the parent's size, which wait4's max RSS would report
         assert 1 < run["peak_rss_mib"] < 100 and run["exit_status"] == 0
