@@ -137,6 +137,7 @@ def test_documented_equivalents_are_scored_apart_and_a_killed_one_is_flagged() -
     assert "`+` -> `-`" in text.split("Listed as equivalent but KILLED")[1]
 
 
+@pytest.mark.slow  # lists every mutant of five modules: ~80 s on 2 cores
 def test_every_documented_equivalent_still_names_a_mutant_of_the_source() -> None:
     tool = _load_tool()
     src = MUTATION_PY.parents[1] / "src"
