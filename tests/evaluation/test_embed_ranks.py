@@ -5,16 +5,12 @@ torchrun with 2 gloo processes on the CPU against one process."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pytest
+from torchrun_launch import finish, start, torchrun_command
 import soundfile as sf
 
 from audiocpc import load_config
@@ -74,26 +70,8 @@ def test_rows_are_gathered_in_bounded_rounds_in_rank_then_row_order(
 # ---------------------------------------------------------------- torchrun against one process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun_embed(args: list[str]) -> tuple[int, str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-               "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "audiocpc",
-               "embed", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s:\n{err[-3000:]}")
-    return proc.returncode, out + err
+    return finish(start(torchrun_command(2, "-m", "audiocpc", "embed", *args)), LAUNCH_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

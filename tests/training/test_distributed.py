@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torchrun_launch import finish, start, torchrun_command
 import torch
 
 from audiocpc.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -37,37 +36,20 @@ LAUNCH_TIMEOUT_S = 120
 SHORT = ["train.device=cpu", "train.steps_per_epoch=3", "train.checkpoint_every=3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _sets(overrides: list[str]) -> list[str]:
     return [arg for item in overrides for arg in ("--set", item)]
 
 
 def _torchrun(entry: list[str], args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-            "--master-addr=127.0.0.1", f"--master-port={_free_port()}", *entry,
-            "train", "--preset", "1dconv_tiny", "--quiet", *args]
+    return torchrun_command(2, *entry, "train", "--preset", "1dconv_tiny", "--quiet", *args)
 
 
 def _start(command: list[str], dump: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", AUDIOCPC_TEST_DUMP=str(dump))
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return start(command, AUDIOCPC_TEST_DUMP=str(dump))
 
 
 def _finish(proc: subprocess.Popen, timeout: float = LAUNCH_TIMEOUT_S) -> tuple[int, str]:
-    """Wait for the launcher; past the timeout kill it and its workers and fail."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {timeout} s:\n{err[-3000:]}")
-    return proc.returncode, out + err
+    return finish(proc, timeout)
 
 
 def _single_process_model(run_dir: Path) -> CPCModel:

@@ -7,15 +7,11 @@ and each rank's random stream) by a slow test with 2 gloo ranks under torchrun."
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torchrun_launch import finish, start, torchrun_command
 import soundfile as sf
 import torch
 
@@ -75,12 +71,6 @@ def test_each_rank_gets_the_labels_of_its_own_crops(offset_files: Path, tmp_path
 # ---------------------------------------------------------------- two processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # two processes under torchrun
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
@@ -92,22 +82,13 @@ def test_ranks_train_on_their_own_labels_with_their_own_random_streams(offset_fi
                  f"train.steps_per_epoch={steps}", "train.seed=1", "model.encoder.dropout=0.2",
                  "loss.negatives.policy=same_label", "loss.negatives.count=4",
                  "loss.negatives.across_ranks=true"]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}",
-               "--master-addr=127.0.0.1", f"--master-port={_free_port()}", str(WORKER), "train",
-               "--preset", "1dconv_tiny", "--data", str(offset_files), "--quiet",
-               *[arg for item in overrides for arg in ("--set", item)]]
+    command = torchrun_command(WORLD, str(WORKER), "train",
+                               "--preset", "1dconv_tiny", "--data", str(offset_files), "--quiet",
+                               *[arg for item in overrides for arg in ("--set", item)])
     dump = tmp_path / "dump"
     dump.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", AUDIOCPC_TEST_DUMP=str(dump))
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s:\n{err[-3000:]}")
-    assert proc.returncode == 0, (out + err)[-3000:]
+    code, output = finish(start(command, AUDIOCPC_TEST_DUMP=str(dump)), LAUNCH_TIMEOUT_S)
+    assert code == 0, output[-3000:]
     records = [torch.load(dump / f"rank{r}.records.pt", weights_only=True) for r in range(WORLD)]
 
     corpus = _corpus(offset_files, tmp_path)
