@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,17 +30,6 @@ import throughput  # noqa: E402  (the measurement this table is made from)
 
 PRESETS = ["clips", "recordings", "fsdd", "cpc_tiny", "cpc_paper", "1dconv_tiny", "1dconv_gru",
            "1dconv_lstm", "1dconv_transformer", "2dconv_gru", "2dconv_transformer"]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def cost_row(preset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -88,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     rows = [cost_row(preset, args) for preset in args.presets]
     load_after = os.getloadavg()
-    header = (f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} torch thread(s), "
+    header = (f"{throughput.cpu_model_name()}, {os.cpu_count()} cores, {args.threads} torch thread(s), "
               f"device {rows[0]['device']}; load average (1 min) {load_before[0]:.1f} before, "
               f"{load_after[0]:.1f} after")
     print(table(rows, header))
