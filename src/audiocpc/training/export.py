@@ -61,7 +61,7 @@ class TraceableTransformerContext(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         context = self.context
         length = z.shape[1]
-        x = z * math.sqrt(z.shape[-1]) + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
+        x = z * context.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
         mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
         for layer in context.blocks.layers:  # eval mode: dropout is the identity
             if layer.norm_first:
