@@ -18,6 +18,26 @@ from audiocpc.models.registry import register
 NormKind = Literal["none", "batch", "layer", "channel"]
 
 
+def time_major_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """`conv` (kernel twice its stride s, integer padding, a bias) on time-major x [B, L, C]
+    -> [B, L', out]: output t reads input steps [t*s, t*s + 2s), two consecutive blocks of s
+    steps; folding each block into the channels (space to depth) makes every output one row
+    of [block t, block t+1] @ W, a single large matmul."""
+    stride, pad = conv.stride[0], conv.padding[0]
+    assert isinstance(pad, int)  # the convs are built with integer padding
+    if pad:
+        x = F.pad(x, (0, 0, pad, pad))
+    batch, length, channels = x.shape
+    out_len = (length - 2 * stride) // stride + 1
+    blocks = x[:, : (out_len + 1) * stride].reshape(batch, out_len + 1, stride * channels)
+    patches = torch.cat([blocks[:, :-1], blocks[:, 1:]], dim=2)  # [B, L', 2s*C]
+    # weight [out, C, k] -> [k*C, out], rows ordered (tap, channel) like the patches
+    weight = conv.weight.permute(2, 1, 0).reshape(-1, conv.out_channels)
+    assert conv.bias is not None  # the convs are built with a bias
+    x = torch.addmm(conv.bias, patches.reshape(-1, patches.shape[-1]), weight)
+    return x.view(batch, out_len, -1)
+
+
 @register("encoder", "conv1d")
 class Conv1dEncoder(nn.Module):
     """Strided 1-D convolutions on the raw waveform, then a per-frame linear map to z_dim.
@@ -116,26 +136,11 @@ class Conv1dEncoder(nn.Module):
         return self.head(features.transpose(1, 2))  # [B, L, z_dim]
 
     def _time_major_features(self, waves: torch.Tensor) -> torch.Tensor:
-        """The conv stack on [B, L, C] activations: a conv whose kernel is twice its stride s
-        reads, for output t, input steps [t*s, t*s + 2s): two consecutive blocks of s steps.
-        Folding each block of s steps into the channels (space to depth) makes every output
-        one row of [block t, block t+1] @ W, a single large matmul."""
+        """The conv stack on [B, L, C] activations, each conv one matmul (`time_major_conv`)."""
         x = waves.unsqueeze(-1)  # [B, S, 1]
         for layer in self.convs:
             if isinstance(layer, nn.Conv1d):
-                stride, pad = layer.stride[0], layer.padding[0]
-                assert isinstance(pad, int)  # the convs are built with integer padding
-                if pad:
-                    x = F.pad(x, (0, 0, pad, pad))
-                batch, length, channels = x.shape
-                out_len = (length - 2 * stride) // stride + 1
-                blocks = x[:, : (out_len + 1) * stride].reshape(batch, out_len + 1, stride * channels)
-                patches = torch.cat([blocks[:, :-1], blocks[:, 1:]], dim=2)  # [B, L', 2s*C]
-                # weight [out, C, k] -> [k*C, out], rows ordered (tap, channel) like the patches
-                weight = layer.weight.permute(2, 1, 0).reshape(-1, layer.out_channels)
-                assert layer.bias is not None  # the convs are built with a bias
-                x = torch.addmm(layer.bias, patches.reshape(-1, patches.shape[-1]), weight)
-                x = x.view(batch, out_len, -1)
+                x = time_major_conv(x, layer)
             elif isinstance(layer, ChannelNorm):
                 mean = x.mean(dim=-1, keepdim=True)
                 var = x.var(dim=-1, keepdim=True, unbiased=False)
