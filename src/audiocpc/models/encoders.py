@@ -248,7 +248,7 @@ class Conv1dEncoder(nn.Module):
 
 def _time_major_norm(layer: ChannelNorm, x: torch.Tensor) -> torch.Tensor:
     """ChannelNorm on [B, L, C]: each time step across its channels."""
-    return F.layer_norm(x, (x.shape[-1],), layer.weight.view(-1), layer.bias.view(-1), layer.eps)
+    return F.layer_norm(x, (layer.channels,), layer.weight.view(-1), layer.bias.view(-1), layer.eps)
 
 
 def _conv_in_layout(x: torch.Tensor, time_major: bool, conv: nn.Conv1d, matmul: bool) -> torch.Tensor:

@@ -24,13 +24,16 @@ class ChannelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1, channels, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
         self.eps = eps
+        self.channels = channels  # a plain int: a traced shape would make ONNX export fail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # layer_norm over the channels moved last: the same statistics (biased variance,
         # eps inside the root) to float rounding, 2-9x faster on the CPU than mean and var
         # reduced over dimension 1 (benchmarks/README.md, embedding speed)
-        out = F.layer_norm(x.movedim(1, -1), (x.shape[1],), self.weight.view(-1), self.bias.view(-1), self.eps)
-        return out.movedim(-1, 1)
+        last = x.dim() - 1  # explicit, positive dimensions: ONNX rejects movedim's negative ones
+        out = F.layer_norm(x.permute(0, *range(2, last + 1), 1), (self.channels,), self.weight.view(-1),
+                           self.bias.view(-1), self.eps)
+        return out.permute(0, last, *range(1, last))
 
 
 def norm1d(kind: str, channels: int) -> nn.Module:
