@@ -89,7 +89,7 @@ class Conv1dEncoder(nn.Module):
         self.head = nn.Linear(in_ch, z_dim)
         self.z_dim = z_dim
         # Kernels of twice the stride (the reference's and the CPC paper's) can run as matmuls
-        # on time-major activations: 1.2-2x faster than oneDNN's conv1d on an Intel Xeon, but
+        # on time-major activations: 1.1-2x faster than oneDNN's conv1d on an Intel Xeon, but
         # per layer either way on an AMD EPYC (benchmarks/README.md). Same parameters, same
         # numbers to float rounding; batch/layer norm keep conv1d.
         self.time_major = norm in ("none", "channel") and all(k == 2 * st for k, st in zip(kernels, strides))
