@@ -12,6 +12,11 @@ on the `crop_grid`) and `embed_crops` is timed with the kind and pooling `audioc
 embeds (zc, meanstd), after a warm-up on the first file. Crop by crop (no sharing) is timed
 on the first file only and compared, and the largest difference between the two printed.
 
+With `--bound`, one training step and one inference forward (encode, context, pooling) of
+the same training batch are timed in turn (CPU-seconds, medians): their ratio is the most
+embedding can reach, in crop audio per second against training, where crops share no work
+(a 1-hour recording's 90 crops).
+
 Throughput is audio-seconds per second: for training, the crop audio of its batches; for
 embedding, the crop audio of its rows (`crop audio/s`, the issue's measure) and the
 duration of the files embedded (`file audio/s`). Both wall-clock and per CPU-second of this
@@ -39,7 +44,7 @@ from audiocpc import load_config
 from audiocpc.data.corpus import CropSampler
 from audiocpc.data.scan import scan_folder
 from audiocpc.evaluation.embed import (crop_grid, crop_length, distinct_crops, embed_crops, plan_crops,
-                                       sharing_reuse)
+                                       pool_steps, sharing_reuse)
 from audiocpc.training.trainer import Trainer, autocast_context
 
 
@@ -75,6 +80,31 @@ def training_rate(trainer: Trainer, corpus: Any, warmup: int, intervals: int, st
         walls.append(audio / wall)
         cpus.append(audio / cpu)
     return {"train_audio_s_per_s": statistics.median(walls), "train_audio_s_per_cpu_s": statistics.median(cpus)}
+
+
+def forward_only_bound(trainer: Trainer, corpus: Any, kind: str, pool: str, repeats: int) -> dict[str, float]:
+    """The bound where crops share no work: CPU-seconds of one training step over those of one
+    inference forward (encode, context, pooling) of the same batch, interleaved, medians."""
+    cfg, model = trainer.config, trainer.model
+    batch = torch.from_numpy(CropSampler(corpus, cfg.data.crop_samples, cfg.data.N, seed=0).batch(0))
+
+    @torch.inference_mode()
+    def forward() -> None:
+        model.eval()
+        with autocast_context(trainer.device, cfg.train.mixed_precision):
+            z = model.encode(batch)
+            pool_steps(z, None if kind == "z_mean" else model.contextualize(z), kind, pool)
+
+    train_cpu, forward_cpu = [], []
+    forward()
+    for _ in range(repeats):
+        train_cpu.append(timed(lambda: trainer.train_step(batch))[1])
+        forward_cpu.append(timed(forward)[1])
+    model.train()
+    audio = cfg.data.N * cfg.data.crop_samples / cfg.data.sample_rate
+    train_s, forward_s = statistics.median(train_cpu), statistics.median(forward_cpu)
+    return {"bound_train_step_cpu_s": train_s, "bound_forward_cpu_s": forward_s,
+            "forward_only_audio_s_per_cpu_s": audio / forward_s, "no_sharing_bound_x": train_s / forward_s}
 
 
 def embed_shape(trainer: Trainer, seconds: float, files: int, crops: int, kind: str, pool: str,
@@ -135,6 +165,11 @@ def bench_preset(preset: str, shapes: list[tuple[float, int]], args: argparse.Na
     train = training_rate(trainer, corpus, args.warmup, args.intervals, args.steps)
     print(f"{preset}: training {train['train_audio_s_per_s']:.2f} audio-s/s "
           f"({train['train_audio_s_per_cpu_s']:.2f} per CPU-s)", flush=True)
+    if args.bound:
+        train.update(forward_only_bound(trainer, corpus, args.kind, args.pool, args.intervals))
+        print(f"{preset}: one training step {train['bound_train_step_cpu_s']:.3f} CPU-s, one inference "
+              f"forward of the same batch {train['bound_forward_cpu_s']:.3f} CPU-s: without shared work "
+              f"embedding is at most {train['no_sharing_bound_x']:.1f}x training", flush=True)
     out = []
     for seconds_per_file, files in shapes:
         load_before = os.getloadavg()[0]
@@ -190,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervals", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed interval")
     parser.add_argument("--no-direct", action="store_true", help="skip the crop-by-crop comparison")
+    parser.add_argument("--bound", action="store_true",
+                        help="also time one inference forward of a training batch against one training step "
+                             "(the most embedding can reach where crops share no work)")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

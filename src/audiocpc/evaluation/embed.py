@@ -395,10 +395,11 @@ def _shared_frames(model: CPCModel, waves: Sequence[np.ndarray], starts: Sequenc
                 if right < plan.frames:
                     parts.append(ends[-n:, right - plan.shift :])
             z = torch.cat(parts, dim=1)  # [crops, frames, z_dim]
-            for first in range(0, len(z), batch_size):
-                chunk = z[first : first + batch_size]
-                c = None if kind == "z_mean" else model.contextualize(chunk)
-                results.append((row_offset + members[first : first + batch_size], pool_steps(chunk, c, kind, pool)))
+            # the context over all the group's crops at once (at most SHARED_CROPS_PER_PASS):
+            # their z is in memory already, and a recurrent context runs one step of the
+            # whole batch at a time, so fewer, larger batches cost less per crop
+            c = None if kind == "z_mean" else model.contextualize(z)
+            results.append((row_offset + members, pool_steps(z, c, kind, pool)))
         row_offset += len(file_starts)
     out = torch.empty((row_offset, results[0][1].shape[1]), dtype=results[0][1].dtype, device=results[0][1].device)
     for rows, values in results:

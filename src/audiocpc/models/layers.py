@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -23,12 +24,16 @@ class ChannelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1, channels, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
         self.eps = eps
+        self.channels = channels  # a plain int: a traced shape would make ONNX export fail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        shape = (1, -1) + (1,) * (x.dim() - 2)  # [B, C, L] or [B, C, F, T]
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        # layer_norm over the channels moved last: the same statistics (biased variance,
+        # eps inside the root) to float rounding, 2-9x faster on the CPU than mean and var
+        # reduced over dimension 1 (benchmarks/README.md, embedding speed)
+        last = x.dim() - 1  # explicit, positive dimensions: ONNX rejects movedim's negative ones
+        out = F.layer_norm(x.permute(0, *range(2, last + 1), 1), (self.channels,), self.weight.view(-1),
+                           self.bias.view(-1), self.eps)
+        return out.permute(0, last, *range(1, last))
 
 
 def norm1d(kind: str, channels: int) -> nn.Module:
