@@ -29,6 +29,7 @@ import os
 import platform
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -49,25 +50,47 @@ def _signal(rng: np.random.Generator, samples: int, rate: int, level: float) -> 
     return (level * (0.7 * tone + 0.3 * rng.standard_normal(samples))).astype(np.float32)
 
 
-def generate(kind: str, folder: Path, amount: float) -> float:
-    """Write one corpus; seconds it took."""
+def _wav_bytes(wave: np.ndarray, rate: int) -> bytes:
+    """A PCM_16 WAV file of float `wave` ([samples] or [samples, channels], within +-1)."""
+    channels = 1 if wave.ndim == 1 else wave.shape[1]
+    data = np.round(np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def _windows(rng: np.random.Generator, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten minutes of one signal (tones and noise, peak 1) and a second, different one: files
+    are windows of it at distinct offsets, so 200,000 distinct files cost no synthesis each."""
+    base = _signal(rng, 600 * rate, rate, 1.0)
+    other = _signal(rng, 600 * rate, rate, 1.0)
+    return base / np.abs(base).max(), other / np.abs(other).max()
+
+
+def generate(kind: str, folder: Path, amount: float, rate: int = 44100, channels: int = 2) -> float:
+    """Write one corpus; seconds it took. `rate` and `channels`: the hours corpus's."""
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "tiny":
+        base, _ = _windows(rng, 16000)
+        n = int(TINY_SECONDS * 16000)
         for i in range(int(amount)):
             sub = folder / f"{i // 1000:04d}"
             if i % 1000 == 0:
                 sub.mkdir(exist_ok=True)
             level = 10 ** (rng.uniform(-60, -6) / 20)
-            sf.write(sub / f"clip{i:07d}.wav", _signal(rng, int(TINY_SECONDS * 16000), 16000, level),
-                     16000, subtype="PCM_16")
+            first = (i * 7919) % (base.size - n)
+            (sub / f"clip{i:07d}.wav").write_bytes(_wav_bytes(level * base[first : first + n], 16000))
     elif kind == "hours":
+        base, other = _windows(rng, rate)
+        n = int(HOURS_FILE_SECONDS * rate)
         for i in range(int(np.ceil(amount * 3600 / HOURS_FILE_SECONDS))):
-            n = int(HOURS_FILE_SECONDS * 44100)
-            wave = _signal(rng, n, 44100, 0.2)
-            sf.write(folder / f"rec{i:05d}.wav", np.stack([wave, 0.5 * wave], axis=1), 44100,
-                     subtype="PCM_16")
+            first = (i * 104_729) % (base.size - n)
+            wave = 0.2 * base[first : first + n]
+            if channels == 2:
+                wave = np.stack([wave, 0.1 * other[first : first + n]], axis=1)
+            (folder / f"rec{i:05d}.wav").write_bytes(_wav_bytes(wave, rate))
     else:  # one long file, written in blocks (never whole in memory)
         block = 44100 * 60
         with sf.SoundFile(folder / "long.wav", "w", 44100, 1, subtype="PCM_16") as out:
@@ -150,7 +173,7 @@ def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
 
     config = load_config("clips", [f"output.dir={out}", "output.name=scale", "train.epochs=1",
                                    f"train.steps_per_epoch={steps}", "train.validation_crops=8",
-                                   "train.threads=2"])
+                                   "train.threads=1"])
     with OpenFiles() as fds:
         start = time.perf_counter()
         result = train(config, corpus, force=True, progress=False)
@@ -165,10 +188,36 @@ def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
         batches += 1
     delivered = batches * config.data.N / (time.perf_counter() - start)
     consumed = config.data.N / step_seconds
-    return {"train_seconds_total": train_seconds, "train_step_seconds": step_seconds,
+    return {"run_dir": str(result.run_dir),
+            "train_seconds_total": train_seconds, "train_step_seconds": step_seconds,
             "train_peak_rss_mib": _peak_rss_mib(), "train_max_open_files": fds.most,
             "crops_per_s_delivered": delivered, "crops_per_s_consumed": consumed,
             "data_headroom": delivered / consumed}
+
+
+def phase_embed(run_dir: Path, corpus: Path, out: Path, processes: int, split: str) -> dict[str, Any]:
+    """`audiocpc embed` of the corpus in a child process (`torchrun` for several): wall time,
+    CPU-seconds of every process, the largest peak RSS among them, and what was written."""
+    embed = ["-m", "audiocpc", "embed", str(run_dir), "--data", str(corpus), "--split", split,
+             "--out", str(out), "--quiet"]
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={processes}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([*launcher, *embed], check=True, capture_output=True, text=True,
+                   env=os.environ | {"OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    folder = out / "embeddings" / run_dir.name
+    info = json.loads((folder / f"{split}.json").read_text())
+    rows = np.load(folder / f"{split}.npy", mmap_mode="r")
+    return {"embed_processes": processes, "embed_wall_seconds": wall,
+            "embed_cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+            "embed_peak_rss_mib": after.ru_maxrss / 1024, "embed_rows": int(rows.shape[0]),
+            "embed_files": info["files"], "embed_crop_seconds": info["crop_seconds"],
+            "embed_crop_audio_per_wall_s": rows.shape[0] * info["crop_seconds"] / wall,
+            "embed_sha256": __import__("hashlib").sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()}
 
 
 def _phase(args: list[str]) -> dict[str, Any]:
@@ -193,6 +242,14 @@ def main() -> None:
     parser.add_argument("--tiny-files", type=int, default=200_000)
     parser.add_argument("--hours", type=float, default=10.0)
     parser.add_argument("--long-hours", type=float, default=1.0)
+    parser.add_argument("--hours-rate", type=int, default=44100,
+                        help="sample rate of the hours corpus (16000 makes 100 h fit in ~12 GB)")
+    parser.add_argument("--hours-channels", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--embed", default="long",
+                        help="corpora (comma-separated: tiny,hours,long) embedded after training "
+                        "with the default 90 crops a file: peak RSS, time")
+    parser.add_argument("--embed-processes", default="1",
+                        help="process counts to embed with, e.g. 1,2 (2: torchrun), same files")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="training steps per corpus")
     parser.add_argument("--work", default="/tmp/audiocpc-scale", help="where corpora are generated")
@@ -200,13 +257,15 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.phase:
         name, *rest = args.phase
         if name == "prepare":
             out = phase_prepare(Path(rest[0]), Path(rest[1]), int(rest[2]))
         elif name == "error":
             out = phase_int16_error(Path(rest[0]), Path(rest[1]))
+        elif name == "embed":
+            out = phase_embed(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]), rest[4])
         else:
             out = phase_train(Path(rest[0]), Path(rest[1]), int(rest[2]))
         print(json.dumps(out))
@@ -218,11 +277,18 @@ def main() -> None:
             continue
         source, corpus = work / f"{kind}-source", work / f"{kind}-corpus"
         shutil.rmtree(source, ignore_errors=True)
-        row: dict[str, Any] = {"generate_seconds": generate(kind, source, amount)}
+        row: dict[str, Any] = {"generate_seconds": generate(kind, source, amount, args.hours_rate,
+                                                            args.hours_channels)}
         row |= _phase(["prepare", str(source), str(corpus), str(args.workers)])
         if kind == "tiny":
             row |= _phase(["error", str(source), str(corpus)])
         row |= _phase(["train", str(corpus), str(work / f"{kind}-runs"), str(args.steps)])
+        if kind in args.embed.split(","):
+            for processes in args.embed_processes.split(","):
+                measured = _phase(["embed", row["run_dir"], str(corpus), str(work / f"{kind}-embed"),
+                                   processes, "train"])
+                row[f"embed_{processes}"] = measured
+                print(kind, "embed", json.dumps(measured), flush=True)
         results[kind] = row
         print(kind, json.dumps(row, indent=1), flush=True)
         if not args.keep:
