@@ -255,7 +255,7 @@ class _Stream:
             # read crop by crop, forward: memory stays bounded whatever the file's length
             samples: Any = (self.sampler.reader.read(entry) if entry.length <= WHOLE_FILE_SAMPLES
                             else self.sampler.reader.samples(entry))
-            wave = ScaledInt16(samples, entry.scale)
+            wave: Any = ScaledInt16(samples, entry.scale)  # a lazy view, sliced like the array
             self._wave = Standardized(wave) if corpus.standardize else wave
             self._file = crop.file
         assert self._wave is not None
