@@ -103,16 +103,56 @@ def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-class OpenFiles:
-    """The most file descriptors this process held, sampled in a thread."""
+def _rss_parts_mib(pid: str | int = "self") -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory of a process, MiB: the file-backed part is
+    mapped shard pages it has read (clean page cache, reclaimable), the anonymous part is
+    what it allocated."""
+    parts = {"RssAnon:": 0.0, "RssFile:": 0.0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, *value = line.split()
+            if key in parts:
+                parts[key] = float(value[0]) / 1024
+    except OSError:
+        pass
+    return parts["RssAnon:"], parts["RssFile:"]
 
-    def __init__(self) -> None:
+
+def _family(pid: int) -> list[int]:
+    """A process and its descendants (torchrun's workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+class OpenFiles:
+    """The most file descriptors this process held, and its (or, with `pid`, a child's and
+    its descendants') largest anonymous and file-backed RSS, sampled in a thread."""
+
+    def __init__(self, pid: int | None = None) -> None:
         self.most, self._stop = 0, threading.Event()
+        self.anon_mib = self.file_mib = 0.0
+        self.pid = pid
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.most = max(self.most, len(os.listdir("/proc/self/fd")))
+            if self.pid is None:
+                self.most = max(self.most, len(os.listdir("/proc/self/fd")))
+                anon, backed = _rss_parts_mib()
+                self.anon_mib, self.file_mib = max(self.anon_mib, anon), max(self.file_mib, backed)
+            else:
+                for pid in _family(self.pid):
+                    anon, backed = _rss_parts_mib(pid)
+                    self.anon_mib = max(self.anon_mib, anon)
+                    self.file_mib = max(self.file_mib, backed)
             time.sleep(0.02)
 
     def __enter__(self) -> "OpenFiles":
@@ -182,7 +222,10 @@ def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
     corpus_data = open_data(corpus, config.data).corpus()
     sampler = CropSampler(corpus_data, config.data.crop_samples, config.data.N, seed=0)
     start = time.perf_counter()
-    batches = 0
+    sampler.batch(0)  # measures each file's standardisation statistics once (a long file: all of it)
+    first_batch = time.perf_counter() - start
+    start = time.perf_counter()
+    batches = 1
     while time.perf_counter() - start < 3.0:
         sampler.batch(batches)
         batches += 1
@@ -190,7 +233,9 @@ def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
     consumed = config.data.N / step_seconds
     return {"run_dir": str(result.run_dir),
             "train_seconds_total": train_seconds, "train_step_seconds": step_seconds,
-            "train_peak_rss_mib": _peak_rss_mib(), "train_max_open_files": fds.most,
+            "train_peak_rss_mib": _peak_rss_mib(), "train_peak_rss_anon_mib": fds.anon_mib,
+            "train_peak_rss_file_mib": fds.file_mib, "train_max_open_files": fds.most,
+            "sampler_first_batch_seconds": first_batch,
             "crops_per_s_delivered": delivered, "crops_per_s_consumed": consumed,
             "data_headroom": delivered / consumed}
 
@@ -205,16 +250,21 @@ def phase_embed(run_dir: Path, corpus: Path, out: Path, processes: int, split: s
         f"--nproc_per_node={processes}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([*launcher, *embed], check=True, capture_output=True, text=True,
-                   env=os.environ | {"OMP_NUM_THREADS": "1"})
+    child = subprocess.Popen([*launcher, *embed], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    with OpenFiles(child.pid) as memory:
+        _, errors = child.communicate()
     wall = time.perf_counter() - start
+    if child.returncode:
+        raise SystemExit(f"embed failed ({child.returncode}): {errors[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     folder = out / "embeddings" / run_dir.name
     info = json.loads((folder / f"{split}.json").read_text())
     rows = np.load(folder / f"{split}.npy", mmap_mode="r")
     return {"embed_processes": processes, "embed_wall_seconds": wall,
             "embed_cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-            "embed_peak_rss_mib": after.ru_maxrss / 1024, "embed_rows": int(rows.shape[0]),
+            "embed_peak_rss_mib": after.ru_maxrss / 1024, "embed_peak_rss_anon_mib": memory.anon_mib,
+            "embed_peak_rss_file_mib": memory.file_mib, "embed_rows": int(rows.shape[0]),
             "embed_files": info["files"], "embed_crop_seconds": info["crop_seconds"],
             "embed_crop_audio_per_wall_s": rows.shape[0] * info["crop_seconds"] / wall,
             "embed_sha256": __import__("hashlib").sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()}
