@@ -240,11 +240,12 @@ def phase_train(corpus: Path, out: Path, steps: int) -> dict[str, Any]:
             "data_headroom": delivered / consumed}
 
 
-def phase_embed(run_dir: Path, corpus: Path, out: Path, processes: int, split: str) -> dict[str, Any]:
+def phase_embed(run_dir: Path, corpus: Path, out: Path, processes: int, split: str,
+                crops: str = "") -> dict[str, Any]:
     """`audiocpc embed` of the corpus in a child process (`torchrun` for several): wall time,
     CPU-seconds of every process, the largest peak RSS among them, and what was written."""
     embed = ["-m", "audiocpc", "embed", str(run_dir), "--data", str(corpus), "--split", split,
-             "--out", str(out), "--quiet"]
+             "--out", str(out), "--quiet", *(["--crops", crops] if crops else [])]
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={processes}"]
@@ -300,6 +301,8 @@ def main() -> None:
                         "with the default 90 crops a file: peak RSS, time")
     parser.add_argument("--embed-processes", default="1",
                         help="process counts to embed with, e.g. 1,2 (2: torchrun), same files")
+    parser.add_argument("--embed-crops", default="",
+                        help="crops per file to embed (default: embed's own, 90 for a train split)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="training steps per corpus")
     parser.add_argument("--work", default="/tmp/audiocpc-scale", help="where corpora are generated")
@@ -315,7 +318,8 @@ def main() -> None:
         elif name == "error":
             out = phase_int16_error(Path(rest[0]), Path(rest[1]))
         elif name == "embed":
-            out = phase_embed(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]), rest[4])
+            out = phase_embed(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]), rest[4],
+                              *rest[5:])
         else:
             out = phase_train(Path(rest[0]), Path(rest[1]), int(rest[2]))
         print(json.dumps(out))
@@ -336,7 +340,7 @@ def main() -> None:
         if kind in args.embed.split(","):
             for processes in args.embed_processes.split(","):
                 measured = _phase(["embed", row["run_dir"], str(corpus), str(work / f"{kind}-embed"),
-                                   processes, "train"])
+                                   processes, "train", args.embed_crops])
                 row[f"embed_{processes}"] = measured
                 print(kind, "embed", json.dumps(measured), flush=True)
         results[kind] = row
