@@ -339,10 +339,16 @@ def main() -> None:
         row |= _phase(["train", str(corpus), str(work / f"{kind}-runs"), str(args.steps)])
         if kind in args.embed.split(","):
             for processes in args.embed_processes.split(","):
-                measured = _phase(["embed", row["run_dir"], str(corpus), str(work / f"{kind}-embed"),
-                                   processes, "train", args.embed_crops])
+                measured = _phase(["embed", row["run_dir"], str(corpus),
+                                   str(work / f"{kind}-embed-{processes}"), processes, "train",
+                                   args.embed_crops])
                 row[f"embed_{processes}"] = measured
                 print(kind, "embed", json.dumps(measured), flush=True)
+            counts = args.embed_processes.split(",")
+            arrays = [np.load(work / f"{kind}-embed-{n}" / "embeddings" / Path(row["run_dir"]).name
+                              / "train.npy") for n in counts]
+            # equal to float rounding, not bit for bit: each process batches its own files
+            row["embed_max_abs_difference"] = max(float(np.abs(a - arrays[0]).max()) for a in arrays)
         results[kind] = row
         print(kind, json.dumps(row, indent=1), flush=True)
         if not args.keep:
