@@ -18,7 +18,15 @@ N=32) on the prepared corpus: its peak RSS, the most files it held open (sampled
 delivers (CropSampler batches of the same corpus) against the crops/s training consumes.
 The int16 error of the tiny corpus is measured against the float32 decode of 200 files
 (largest error relative to each file's peak, and the SNR against the file's RMS). Every
-phase runs in a fresh process, so each peak RSS is its own.
+phase runs in a fresh process, so each peak RSS is its own; RSS is also split into its
+anonymous part (what the process allocated) and its file-backed part (shard pages it has
+read through the memory map: clean page cache, reclaimable).
+
+--embed CORPORA embeds those corpora after training (`audiocpc embed`, --embed-crops crops
+a file, default 90), with each count of --embed-processes (1: one process, 2: `torchrun
+--nproc_per_node 2`): wall time, CPU-seconds of all processes, peak RSS, and the largest
+difference between the process counts' rows. --hours-rate/--hours-channels set the hours
+corpus's format (16000 and 1 make 100 h about 11.5 GB of WAV).
 """
 
 from __future__ import annotations
