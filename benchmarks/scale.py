@@ -321,7 +321,10 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.phase:
         name, *rest = args.phase
-        if name == "prepare":
+        if name == "generate":
+            out = {"generate_seconds": generate(rest[0], Path(rest[1]), float(rest[2]), int(rest[3]),
+                                                int(rest[4]))}
+        elif name == "prepare":
             out = phase_prepare(Path(rest[0]), Path(rest[1]), int(rest[2]))
         elif name == "error":
             out = phase_int16_error(Path(rest[0]), Path(rest[1]))
@@ -339,8 +342,10 @@ def main() -> None:
             continue
         source, corpus = work / f"{kind}-source", work / f"{kind}-corpus"
         shutil.rmtree(source, ignore_errors=True)
-        row: dict[str, Any] = {"generate_seconds": generate(kind, source, amount, args.hours_rate,
-                                                            args.hours_channels)}
+        # generated in a process of its own: a child's ru_maxrss starts from its parent's at
+        # the fork, so a parent that had held the generated signal would mask the phases' peaks
+        row: dict[str, Any] = _phase(["generate", kind, str(source), str(amount),
+                                      str(args.hours_rate), str(args.hours_channels)])
         row |= _phase(["prepare", str(source), str(corpus), str(args.workers)])
         if kind == "tiny":
             row |= _phase(["error", str(source), str(corpus)])
