@@ -34,12 +34,16 @@ from typing import IO, Any, Iterator, Optional
 
 import numpy as np
 
-from audiocpc.data.audio import Standardized
+from audiocpc.data.audio import Standardized, WaveView
 from audiocpc.data.corpus import AudioCorpus, CropSampler
+from audiocpc.data.prepared import ScaledInt16
 from audiocpc.data.webdataset import read_samples
 from audiocpc.errors import ConfigError, NoUsableAudioError
 
 log = logging.getLogger("audiocpc")
+
+# files up to this many samples (8 MB of int16) are read whole; longer ones span by span
+WHOLE_FILE_SAMPLES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -62,25 +66,48 @@ class ShardReader:
         self.reads: list[tuple[str, int]] = []
 
     def read(self, entry: Any) -> np.ndarray:
+        """A whole file's samples."""
+        self.reads.append((str(entry.shard), 2 * entry.offset))
+        return self.read_span(entry, 0, entry.length)
+
+    def samples(self, entry: Any) -> "ShardSpans":
+        """A file's samples read span by span when sliced (a long file is never held whole)."""
+        self.reads.append((str(entry.shard), 2 * entry.offset))
+        return ShardSpans(self, entry)
+
+    def read_span(self, entry: Any, start: int, length: int) -> np.ndarray:
+        """`length` samples of a file from its sample `start`."""
         if entry.shard != self.shard:
             self.close()
             location = getattr(entry, "location", None)  # a remote slice; a local one is a Path
             self.handle = open(entry.shard, "rb") if location is None else location.open(entry.shard)
             self.shard = entry.shard
         assert self.handle is not None
-        self.reads.append((str(entry.shard), 2 * entry.offset))
         try:
-            return read_samples(self.handle, entry.offset, entry.length)
+            return read_samples(self.handle, entry.offset + start, length)
         except Exception as exc:  # OSError locally; fsspec back ends raise their own
             raise NoUsableAudioError(
-                f"{entry.shard}: cannot read {entry.length} samples at byte {2 * entry.offset} "
-                f"({exc}); check the corpus (or the connection), then run again with --resume"
-            ) from None
+                f"{entry.shard}: cannot read {length} samples at byte "
+                f"{2 * (entry.offset + start)} ({exc}); check the corpus (or the connection), "
+                "then run again with --resume") from None
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
         self.handle, self.shard = None, None
+
+
+class ShardSpans:
+    """One file's int16 samples in its shard, sliced like an array: each slice one read."""
+
+    def __init__(self, reader: ShardReader, entry: Any):
+        self.reader, self.entry = reader, entry
+        self.shape = (int(entry.length),)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        start, stop, step = index.indices(self.shape[0])
+        assert step == 1, "read in spans"
+        return self.reader.read_span(self.entry, start, max(stop - start, 0))
 
 
 class StreamSampler:
@@ -203,7 +230,7 @@ class _Stream:
         self.emitted = 0
         self.reading = False
         self._file: Optional[int] = None
-        self._wave: Optional[np.ndarray] = None
+        self._wave: Optional[WaveView] = None
 
     def read_buffer(self) -> None:
         """Read the audio of the crops in the buffer (oldest first), and of every crop after."""
@@ -221,14 +248,19 @@ class _Stream:
         return out
 
     def _cut(self, crop: Crop) -> np.ndarray:
-        if crop.file != self._file:  # a file's crops are read in a row: one read per file
+        if crop.file != self._file:  # a file's crops are read in a row
             corpus = self.sampler.corpus
             entry = corpus.entries[crop.file]
-            wave = self.sampler.reader.read(entry).astype(np.float32) * np.float32(entry.scale)
-            self._wave = Standardized(wave)[:] if corpus.standardize else wave
+            # a short file is read once, whole (int16); a long one is measured in blocks, then
+            # read crop by crop, forward: memory stays bounded whatever the file's length
+            samples: Any = (self.sampler.reader.read(entry) if entry.length <= WHOLE_FILE_SAMPLES
+                            else self.sampler.reader.samples(entry))
+            wave: Any = ScaledInt16(samples, entry.scale)  # a lazy view, sliced like the array
+            self._wave = Standardized(wave) if corpus.standardize else wave
             self._file = crop.file
         assert self._wave is not None
-        return self._wave[crop.start : crop.start + self.sampler.crop_samples].copy()
+        return np.array(self._wave[crop.start : crop.start + self.sampler.crop_samples],
+                        dtype=np.float32)
 
 
 def training_sampler(corpus: AudioCorpus, crop_samples: int, batch_size: int, seed: int,
