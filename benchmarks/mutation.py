@@ -45,28 +45,30 @@ REPO = Path(__file__).resolve().parents[1]
 # module (relative to src/audiocpc) -> the fast tests that exercise it (pytest arguments: files,
 # node ids, -k). Kept narrow on purpose: every mutant reruns them, so each list is what is worth
 # paying for per mutant. The training runs of tests/models (resume, README encoder, label-aware
-# training: 15-200 s each on 2 cores) are left out of the model modules' lists.
+# training: 15-200 s each on 2 cores) are left out of the model modules' lists. Each list runs
+# in its order under -x, so the direct unit tests come first and the files that train or scan
+# folders last: a killed mutant stops at its first failure (at load 6, the corpus list took
+# 505 s in full, and a mutant the gap test kills waited for test_data_path's training first).
 _QUICK_MODEL_TESTS = ("-k", "not resumes_exactly and not readme_custom_encoder and not learns_every_step")
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "models/loss.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
-                       "tests/models/test_loss_weights.py"),
+    "models/loss.py": ("tests/models/test_loss.py", "tests/models/test_loss_weights.py",
+                       "tests/models/test_from_parts.py"),
     "models/negatives.py": ("tests/models/test_loss.py", "tests/models/test_model_family.py",
                             *_QUICK_MODEL_TESTS),
-    "models/similarity.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
-                             "tests/models/test_similarities.py",
+    "models/similarity.py": ("tests/models/test_similarities.py", "tests/models/test_loss.py",
+                             "tests/models/test_from_parts.py",
                              "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
-    "models/context.py": ("tests/models/test_from_parts.py", "tests/models/test_hidden_states.py",
-                          "tests/models/test_causality.py",
+    "models/context.py": ("tests/models/test_causality.py", "tests/models/test_from_parts.py",
+                          "tests/models/test_hidden_states.py",
                           "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
     "models/cpc.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
                       "tests/models/test_hidden_states.py", "tests/models/test_model_family.py",
                       *_QUICK_MODEL_TESTS),
-    "data/corpus.py": ("tests/data/test_data_path.py", "tests/data/test_join.py",
-                       "tests/data/test_audio.py", "tests/data/test_workers.py",
-                       "tests/evaluation/test_crop_seeding.py"),
+    "data/corpus.py": ("tests/data/test_corpus.py", "tests/data/test_join.py",
+                       "tests/data/test_workers.py", "tests/data/test_audio.py",
+                       "tests/evaluation/test_crop_seeding.py", "tests/data/test_data_path.py"),
     "data/cache.py": ("tests/data/test_cache_integrity.py", "tests/data/test_cache_key.py",
-                      "tests/data/test_data_path.py",
-                      "tests/data/test_scale_limits.py"),
+                      "tests/data/test_scale_limits.py", "tests/data/test_data_path.py"),
     "evaluation/embed.py": ("tests/evaluation/test_embed.py", "tests/evaluation/test_pooling.py",
                             "tests/evaluation/test_embed_sharing.py",
                             "tests/evaluation/test_crop_seeding.py",
@@ -152,6 +154,18 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
                "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
                "`dtype=` dropped from `torch.full(...)`",
                "torch.full infers torch.long from the int fill value POSITIVE_INDEX"),
+    Equivalent("models/negatives.py", "rank = torch.minimum(rank, pool_size.unsqueeze(-1) - 1)",
+               "first two arguments of `torch.minimum(...)` swapped",
+               "an elementwise minimum of two int64 tensors of one shape is symmetric"),
+    Equivalent("data/corpus.py", "self.limit = max(limit, 1)", "first two arguments of `max(...)` swapped",
+               "max of two ints is symmetric"),
+    Equivalent("data/corpus.py", "loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,",
+               "`persistent_workers=` dropped from `DataLoader(...)`",
+               "False is DataLoader's default for persistent_workers"),
+    Equivalent("data/cache.py",
+               "FINITE_CHECK_BLOCK = 1 << 20  # samples per block: the check never loads a whole file",
+               "`20` -> `21`", "the block size of the finiteness check: every block is checked either way, "
+               "only the memory bound doubles"),
     Equivalent("evaluation/embed.py",
                "WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this",
                "`64` -> `65`", "a padding size: the padded windows are never gathered, only batch shapes change"),

@@ -16,7 +16,7 @@ from audiocpc import load_config
 from audiocpc.presets import available_presets
 from audiocpc.errors import ConfigError
 from audiocpc.models import build_cpc
-from audiocpc.models.negatives import sample_negatives, target_indices
+from audiocpc.models.negatives import _POLICIES, policies, sample_from_pool, sample_negatives, target_indices
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,24 @@ def test_preset_builds_runs_forward_backward_with_positive_first(preset: str) ->
         out = model(waves)
         expected = _positive_scores(model, out.z, out.c)
     torch.testing.assert_close(out.logits[..., 0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["cpc_tiny", "1dconv_transformer"])   # frame and window mode
+def test_the_forward_pass_makes_every_tensor_on_its_inputs_device(preset: str) -> None:
+    """torch's default device set to meta while the model and its input stay on the CPU: a
+    tensor made without `device=` (on a GPU run: a CPU tensor beside CUDA ones) lands on meta,
+    which mixes with nothing, so the forward pass fails or its results leave the CPU."""
+    config = load_config(preset, ["data.N=2"] + SHRINK.get(preset, ["data.full_duration=0.25"]))
+    torch.manual_seed(0)
+    model = build_cpc(config).train()
+    waves = torch.randn(2, config.data.crop_samples) * 0.1
+    lengths = torch.tensor([config.data.crop_samples, config.data.crop_samples // 2])
+    with torch.device("meta"):
+        out = model(waves)
+        _, c, frames = model.extract_features(waves, lengths)
+    assert out.loss.device.type == "cpu" and bool(torch.isfinite(out.loss))
+    assert c.device.type == "cpu"
+    assert frames is not None and frames.device.type == "cpu"
 
 
 # ------------------------------------------------------------------ frame mode
@@ -193,6 +211,32 @@ def test_label_policies_need_labels_and_a_non_empty_pool() -> None:
     mixed = sample_negatives("other_label", targets, B, L, 64, labels=labels)
     source = labels[mixed // L]
     assert torch.all(source == torch.where(labels[targets // L] == 0, 1, 0).unsqueeze(-1))
+
+
+def test_every_policy_mask_and_index_is_made_on_the_targets_device() -> None:
+    # the meta device refuses to mix with CPU tensors, as CUDA does: a mask built on the CPU
+    # beside CUDA targets would fail (or be copied every step) there
+    meta = torch.device("meta")
+    labels = LABELS.to(meta)
+    for policy in policies():
+        mask = _POLICIES[policy](B, labels, meta)
+        assert mask.device == meta and mask.shape == (B, B) and mask.dtype == torch.bool, policy
+    assert target_indices(B, L, torch.arange(L - K, device=meta), K).device == meta
+    assert sample_negatives("other_sequences", _frame_targets().to(meta), B, L, None).device == meta
+
+
+def test_an_empty_pool_names_the_sequences_that_have_none() -> None:
+    allowed = torch.ones(3, 3, dtype=torch.bool)
+    allowed[1] = False   # sequence 1 may draw from nobody
+    with pytest.raises(ValueError, match=r"to sequence\(s\) \[1\] under"):
+        sample_from_pool(target_indices(3, L, torch.tensor([0]), K), allowed, L, 4)
+
+
+def test_the_pool_leaves_the_positive_out_unless_asked() -> None:
+    torch.manual_seed(3)
+    targets = target_indices(2, 3, torch.tensor([0]), 2)
+    drawn = sample_from_pool(targets, torch.ones(2, 2, dtype=torch.bool), 3, 200)   # the default
+    assert not torch.any(drawn == targets.unsqueeze(-1))
 
 
 def test_training_with_a_label_policy_stops_before_any_work(
