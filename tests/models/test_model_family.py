@@ -82,17 +82,28 @@ def test_preset_builds_runs_forward_backward_with_positive_first(preset: str) ->
 def test_the_forward_pass_makes_every_tensor_on_its_inputs_device(preset: str) -> None:
     """torch's default device set to meta while the model and its input stay on the CPU: a
     tensor made without `device=` (on a GPU run: a CPU tensor beside CUDA ones) lands on meta,
-    which mixes with nothing, so the forward pass fails or its results leave the CPU."""
+    which holds no data, so the forward pass fails, leaves the CPU, or reads garbage."""
     config = load_config(preset, ["data.N=2"] + SHRINK.get(preset, ["data.full_duration=0.25"]))
     torch.manual_seed(0)
     model = build_cpc(config).train()
     waves = torch.randn(2, config.data.crop_samples) * 0.1
     lengths = torch.tensor([config.data.crop_samples, config.data.crop_samples // 2])
+    torch.manual_seed(1)
+    expected = model(waves)
+    torch.manual_seed(1)
+    model.eval()
+    layers = model.context.layer_outputs(expected.z.detach())
+    model.train()
+    torch.manual_seed(1)
     with torch.device("meta"):
         out = model(waves)
         _, c, frames = model.extract_features(waves, lengths)
-    assert out.loss.device.type == "cpu" and bool(torch.isfinite(out.loss))
-    assert c.device.type == "cpu"
+        model.eval()
+        meta_layers = model.context.layer_outputs(expected.z.detach())
+    assert out.loss.device.type == "cpu" and c.device.type == "cpu"
+    torch.testing.assert_close(out.logits, expected.logits)   # the same draws, the same scores
+    for (name, value), (_, meta_value) in zip(layers, meta_layers):
+        torch.testing.assert_close(meta_value, value, msg=name)
     assert frames is not None and frames.device.type == "cpu"
 
 
@@ -237,6 +248,20 @@ def test_the_pool_leaves_the_positive_out_unless_asked() -> None:
     targets = target_indices(2, 3, torch.tensor([0]), 2)
     drawn = sample_from_pool(targets, torch.ones(2, 2, dtype=torch.bool), 3, 200)   # the default
     assert not torch.any(drawn == targets.unsqueeze(-1))
+
+
+def test_a_batch_of_more_than_sixteen_sequences_never_draws_the_positive() -> None:
+    # the pool lists the allowed sequences in index order, which the positive's exclusion
+    # relies on; torch's CPU sort keeps ties in order for at most 16 elements unless stable=True
+    torch.manual_seed(4)
+    batch, length = 24, 5
+    targets = target_indices(batch, length, torch.arange(length - 2), 2)
+    labels = torch.arange(batch) % 3
+    for policy in ("batch", "same_label"):
+        negatives = sample_negatives(policy, targets, batch, length, 64, labels=labels)
+        assert not torch.any(negatives == targets.unsqueeze(-1)), policy
+        if policy == "same_label":
+            assert torch.all(labels[negatives // length] == labels.view(-1, 1, 1, 1))
 
 
 def test_training_with_a_label_policy_stops_before_any_work(
