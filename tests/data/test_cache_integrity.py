@@ -177,3 +177,16 @@ def test_a_damaged_entry_is_reported_by_its_audio_file_and_may_vanish_meanwhile(
     assert cache_module.open_entry(entry, RATE, audio) is None
     assert warnings == [f"{audio}: its decoded copy in the cache is damaged (NaN or infinite samples); "
                         "decoding it again"]
+
+
+def test_an_entry_laid_out_as_earlier_runs_wrote_it_is_used_without_decoding(
+        audio: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    # the layout <first two hex digits of the key>/<key>.npy is what cache folders already on
+    # disk (or shared with other machines) hold: a change would decode everything again
+    wave = np.array(AudioCache(tmp_path / "first").load(audio, RATE))
+    cache = AudioCache(tmp_path / "cache")
+    key = cache.key(audio, RATE)
+    (tmp_path / "cache" / key[:2]).mkdir(parents=True)
+    np.save(tmp_path / "cache" / key[:2] / f"{key}.npy", wave)
+    np.testing.assert_array_equal(cache.load(audio, RATE), wave)
+    assert len(decodes) == 1   # the first cache's decoding only
