@@ -515,3 +515,13 @@ def test_lstm_forget_bias_sets_each_layers_forget_gates_only() -> None:
         for name in ("bias_ih", "bias_hh"):
             mine, theirs = getattr(lstm.rnn, f"{name}_l{index}"), getattr(plain.rnn, f"{name}_l{index}")
             torch.testing.assert_close(torch.cat([mine[:4], mine[8:]]), torch.cat([theirs[:4], theirs[8:]]))
+
+
+def test_recurrent_contexts_built_without_parameters_have_one_layer_and_no_forget_bias() -> None:
+    """The defaults a plug-in or a direct build gets: one layer, PyTorch's forget gates (sum 0)."""
+    from audiocpc.models.registry import build
+
+    lstm = build("context", "lstm", {}, in_dim=6, out_dim=4, max_len=5)
+    assert lstm.rnn.num_layers == 1
+    torch.testing.assert_close(lstm.rnn.bias_ih_l0[4:8] + lstm.rnn.bias_hh_l0[4:8], torch.zeros(4))
+    assert build("context", "gru", {}, in_dim=6, out_dim=4, max_len=5).rnn.num_layers == 1
