@@ -150,6 +150,8 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
                "`is_causal=` dropped from `self.blocks(...)`", _CAUSAL_HINT),
     Equivalent("models/context.py", "x = block(x, src_mask=mask, is_causal=True)",
                "`is_causal=` dropped from `block(...)`", _CAUSAL_HINT),
+    Equivalent("models/context.py", "x = block(x, src_mask=mask, is_causal=True)",
+               "`True` -> `False`", _CAUSAL_HINT + "; False is what dropping is_causal= gives"),
     Equivalent("models/loss.py",
                "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
                "`dtype=` dropped from `torch.full(...)`",

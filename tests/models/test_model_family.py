@@ -525,3 +525,14 @@ def test_recurrent_contexts_built_without_parameters_have_one_layer_and_no_forge
     assert lstm.rnn.num_layers == 1
     torch.testing.assert_close(lstm.rnn.bias_ih_l0[4:8] + lstm.rnn.bias_hh_l0[4:8], torch.zeros(4))
     assert build("context", "gru", {}, in_dim=6, out_dim=4, max_len=5).rnn.num_layers == 1
+
+
+def test_one_context_step_is_enough_and_none_is_refused() -> None:
+    model = build_cpc(load_config("1dconv_tiny", ["data.N=2"])).eval()
+    window, steps = model.window, model.steps
+    assert window is not None
+    with torch.no_grad():
+        out = model(torch.randn(2, (1 + steps) * window) * 0.1)   # c from a single step
+        assert out.logits.shape[:3] == (2, 1, steps) and bool(torch.isfinite(out.loss))
+        with pytest.raises(ValueError, match=f"{steps} encoded steps leave no context"):
+            model(torch.randn(2, steps * window) * 0.1)
