@@ -175,8 +175,8 @@ def test_a_damaged_entry_is_reported_by_its_audio_file_and_may_vanish_meanwhile(
 
     monkeypatch.setattr(cache_module.log, "warning", warn_while_another_process_removes_it)
     assert cache_module.open_entry(entry, RATE, audio) is None
-    assert warnings == [f"{audio}: its decoded copy in the cache is damaged (NaN or infinite samples); "
-                        "decoding it again"]
+    assert warnings == [(f"{audio}: its decoded copy in the cache is damaged (NaN or infinite samples); "
+                         "decoding it again")]
 
 
 def test_an_entry_laid_out_as_earlier_runs_wrote_it_is_used_without_decoding(
