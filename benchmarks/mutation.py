@@ -478,22 +478,24 @@ def run(modules: Sequence[str], *, max_mutants: int | None, jobs: int, timeout: 
                 copies.put(copy_root)
             outcome = Outcome(mutant, {"passed": "survived", "failed": "killed"}.get(status, status),
                               time.monotonic() - started)
+            finished.append(outcome)   # here, not from pool.map: a mutant that ends after Ctrl-C counts too
             if log:
                 print(f"  {outcome.status:8s} {outcome.seconds:5.1f}s  {mutant.where}  {mutant.description}",
                       flush=True)
             return outcome
 
-        outcomes: list[Outcome] = []
+        finished: list[Outcome] = []
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
-            for outcome in pool.map(test_one, plan):
-                outcomes.append(outcome)
+            for _ in pool.map(test_one, plan):
+                pass
         except KeyboardInterrupt:  # Ctrl-C: the score of what finished (the copies go with tmp)
             pool.shutdown(wait=True, cancel_futures=True)
             if log:
-                print(f"interrupted: {len(outcomes)} of {len(plan)} mutants tested")
+                print(f"interrupted: {len(finished)} of {len(plan)} mutants tested")
         else:
             pool.shutdown(wait=True)
+        outcomes = sorted(finished, key=lambda outcome: plan.index(outcome.mutant))
     if log:
         print(report(outcomes, modules))
     return outcomes
