@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,28 +45,30 @@ REPO = Path(__file__).resolve().parents[1]
 # module (relative to src/audiocpc) -> the fast tests that exercise it (pytest arguments: files,
 # node ids, -k). Kept narrow on purpose: every mutant reruns them, so each list is what is worth
 # paying for per mutant. The training runs of tests/models (resume, README encoder, label-aware
-# training: 15-200 s each on 2 cores) are left out of the model modules' lists.
+# training: 15-200 s each on 2 cores) are left out of the model modules' lists. Each list runs
+# in its order under -x, so the direct unit tests come first and the files that train or scan
+# folders last: a killed mutant stops at its first failure (at load 6, the corpus list took
+# 505 s in full, and a mutant the gap test kills waited for test_data_path's training first).
 _QUICK_MODEL_TESTS = ("-k", "not resumes_exactly and not readme_custom_encoder and not learns_every_step")
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "models/loss.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
-                       "tests/models/test_loss_weights.py"),
+    "models/loss.py": ("tests/models/test_loss.py", "tests/models/test_loss_weights.py",
+                       "tests/models/test_from_parts.py"),
     "models/negatives.py": ("tests/models/test_loss.py", "tests/models/test_model_family.py",
                             *_QUICK_MODEL_TESTS),
-    "models/similarity.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
-                             "tests/models/test_similarities.py",
+    "models/similarity.py": ("tests/models/test_similarities.py", "tests/models/test_loss.py",
+                             "tests/models/test_from_parts.py",
                              "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
-    "models/context.py": ("tests/models/test_from_parts.py", "tests/models/test_hidden_states.py",
-                          "tests/models/test_causality.py",
+    "models/context.py": ("tests/models/test_causality.py", "tests/models/test_from_parts.py",
+                          "tests/models/test_hidden_states.py",
                           "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
     "models/cpc.py": ("tests/models/test_loss.py", "tests/models/test_from_parts.py",
                       "tests/models/test_hidden_states.py", "tests/models/test_model_family.py",
                       *_QUICK_MODEL_TESTS),
-    "data/corpus.py": ("tests/data/test_data_path.py", "tests/data/test_join.py",
-                       "tests/data/test_audio.py", "tests/data/test_workers.py",
-                       "tests/evaluation/test_crop_seeding.py"),
+    "data/corpus.py": ("tests/data/test_corpus.py", "tests/data/test_join.py",
+                       "tests/data/test_workers.py", "tests/data/test_audio.py",
+                       "tests/evaluation/test_crop_seeding.py", "tests/data/test_data_path.py"),
     "data/cache.py": ("tests/data/test_cache_integrity.py", "tests/data/test_cache_key.py",
-                      "tests/data/test_data_path.py",
-                      "tests/data/test_scale_limits.py"),
+                      "tests/data/test_scale_limits.py", "tests/data/test_data_path.py"),
     "evaluation/embed.py": ("tests/evaluation/test_embed.py", "tests/evaluation/test_pooling.py",
                             "tests/evaluation/test_embed_sharing.py",
                             "tests/evaluation/test_crop_seeding.py",
@@ -148,10 +150,24 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
                "`is_causal=` dropped from `self.blocks(...)`", _CAUSAL_HINT),
     Equivalent("models/context.py", "x = block(x, src_mask=mask, is_causal=True)",
                "`is_causal=` dropped from `block(...)`", _CAUSAL_HINT),
+    Equivalent("models/context.py", "x = block(x, src_mask=mask, is_causal=True)",
+               "`True` -> `False`", _CAUSAL_HINT + "; False is what dropping is_causal= gives"),
     Equivalent("models/loss.py",
                "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
                "`dtype=` dropped from `torch.full(...)`",
                "torch.full infers torch.long from the int fill value POSITIVE_INDEX"),
+    Equivalent("models/negatives.py", "rank = torch.minimum(rank, pool_size.unsqueeze(-1) - 1)",
+               "first two arguments of `torch.minimum(...)` swapped",
+               "an elementwise minimum of two int64 tensors of one shape is symmetric"),
+    Equivalent("data/corpus.py", "self.limit = max(limit, 1)", "first two arguments of `max(...)` swapped",
+               "max of two ints is symmetric"),
+    Equivalent("data/corpus.py", "loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,",
+               "`persistent_workers=` dropped from `DataLoader(...)`",
+               "False is DataLoader's default for persistent_workers"),
+    Equivalent("data/cache.py",
+               "FINITE_CHECK_BLOCK = 1 << 20  # samples per block: the check never loads a whole file",
+               "`20` -> `21`", "the block size of the finiteness check: every block is checked either way, "
+               "only the memory bound doubles"),
     Equivalent("evaluation/embed.py",
                "WINDOW_QUANTUM = 64  # shared window encoding pads its batches to a multiple of this",
                "`64` -> `65`", "a padding size: the padded windows are never gathered, only batch shapes change"),
@@ -279,6 +295,55 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
     raise ValueError("node not found in its tree")
 
 
+def _apply_in_place(tree: ast.Module, node: ast.AST, kind: str, variant: int) -> Callable[[], None]:
+    """Apply one mutation to the tree itself; returns the function that undoes it. Listing the
+    mutants this way, rather than with a deep copy per mutant (`_apply`), takes seconds instead
+    of ~12 minutes for evaluation/embed.py's ~700 mutants; the mutated text is the same."""
+    if kind == "compare":
+        assert isinstance(node, ast.Compare)
+        old_op = node.ops[variant]
+        node.ops[variant] = _FLIPPED_COMPARISON[type(old_op)]()
+        return lambda: node.ops.__setitem__(variant, old_op)
+    if kind in ("arithmetic", "boolean"):
+        assert isinstance(node, (ast.BinOp, ast.AugAssign, ast.BoolOp))
+        old_operator = node.op
+        if isinstance(node, ast.BoolOp):
+            node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+        else:
+            node.op = _SWAPPED_ARITHMETIC[type(node.op)]()
+        return lambda: setattr(node, "op", old_operator)
+    if kind == "unary":
+        assert isinstance(node, ast.UnaryOp)
+        _replace(tree, node, node.operand)
+        return lambda: _replace(tree, node.operand, node)
+    if kind == "constant":
+        assert isinstance(node, ast.Constant)
+        old_value = node.value
+        node.value = (not old_value) if type(old_value) is bool else old_value + 1
+        return lambda: setattr(node, "value", old_value)
+    if kind == "return":
+        assert isinstance(node, ast.Return)
+        old_returned = node.value
+        node.value = ast.Constant(value=None)
+        return lambda: setattr(node, "value", old_returned)
+    if kind == "drop-call":
+        placeholder = ast.Pass()
+        _replace(tree, node, placeholder)
+        return lambda: _replace(tree, placeholder, node)
+    if kind == "drop-keyword":
+        assert isinstance(node, ast.Call)
+        dropped = node.keywords.pop(variant)
+        return lambda: node.keywords.insert(variant, dropped)
+    if kind == "swap-args":
+        assert isinstance(node, ast.Call)
+        node.args[0], node.args[1] = node.args[1], node.args[0]
+
+        def swap_back() -> None:
+            node.args[0], node.args[1] = node.args[1], node.args[0]
+        return swap_back
+    raise ValueError(f"unknown mutation kind {kind!r}")
+
+
 def find_mutants(source: str, module: str) -> list[Mutant]:
     """Every mutant of one module's source, in source order."""
     tree = ast.parse(source)
@@ -286,11 +351,15 @@ def find_mutants(source: str, module: str) -> list[Mutant]:
     original = ast.unparse(tree)
     lines = source.splitlines()
     mutants = []
-    for index, node in enumerate(ast.walk(tree)):
+    for index, node in enumerate(list(ast.walk(tree))):   # listed first: the loop edits the tree
         if id(node) in skipped:
             continue
         for kind, variant, description in _alternatives(node):
-            mutated = ast.unparse(_apply(tree, index, kind, variant))
+            undo = _apply_in_place(tree, node, kind, variant)
+            try:
+                mutated = ast.unparse(tree)
+            finally:
+                undo()
             if mutated == original:
                 continue
             try:
@@ -409,22 +478,24 @@ def run(modules: Sequence[str], *, max_mutants: int | None, jobs: int, timeout: 
                 copies.put(copy_root)
             outcome = Outcome(mutant, {"passed": "survived", "failed": "killed"}.get(status, status),
                               time.monotonic() - started)
+            finished.append(outcome)   # here, not from pool.map: a mutant that ends after Ctrl-C counts too
             if log:
                 print(f"  {outcome.status:8s} {outcome.seconds:5.1f}s  {mutant.where}  {mutant.description}",
                       flush=True)
             return outcome
 
-        outcomes: list[Outcome] = []
+        finished: list[Outcome] = []
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
-            for outcome in pool.map(test_one, plan):
-                outcomes.append(outcome)
+            for _ in pool.map(test_one, plan):
+                pass
         except KeyboardInterrupt:  # Ctrl-C: the score of what finished (the copies go with tmp)
             pool.shutdown(wait=True, cancel_futures=True)
             if log:
-                print(f"interrupted: {len(outcomes)} of {len(plan)} mutants tested")
+                print(f"interrupted: {len(finished)} of {len(plan)} mutants tested")
         else:
             pool.shutdown(wait=True)
+        outcomes = sorted(finished, key=lambda outcome: plan.index(outcome.mutant))
     if log:
         print(report(outcomes, modules))
     return outcomes
@@ -525,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mark = "  (documented equivalent)" if equivalent_of(mutant) else ""
                 print(f"{mutant.where}  {mutant.kind:12s}  {mutant.description}{mark}")
         return 0
-    for entry in stale_equivalents(REPO / "src", "audiocpc"):
+    # only the modules being run: listing every mutant of the others costs a minute per run
+    for entry in stale_equivalents(REPO / "src", "audiocpc",
+                                   [e for e in EQUIVALENT_MUTANTS if e.module in args.modules]):
         print(f"mutation.py: EQUIVALENT_MUTANTS entry matches no mutant any more, review it: "
               f"{entry.module}: {entry.source_line!r}: {entry.description}", file=sys.stderr)
     outcomes = run(args.modules, max_mutants=args.max_mutants, jobs=args.jobs, timeout=args.timeout,

@@ -114,6 +114,28 @@ def test_max_mutants_samples_the_same_mutants_every_time_and_each_one_compiles()
         assert mutated.strip() != source.strip()
 
 
+def test_listing_in_place_finds_the_mutants_a_deep_copy_per_mutant_finds() -> None:
+    """find_mutants mutates one tree and undoes each change (seconds, not minutes, for
+    embed.py); the list must be the one applying each mutation to a fresh copy gives."""
+    import ast
+
+    tool = _load_tool()
+    source = (Path(__file__).resolve().parents[2] / "src" / "audiocpc" / "models" / "loss.py").read_text()
+    tree = ast.parse(source)
+    original, skipped = ast.unparse(tree), tool._skipped_nodes(tree)
+    expected = []
+    for index, node in enumerate(ast.walk(tree)):
+        if id(node) in skipped:
+            continue
+        for kind, variant, description in tool._alternatives(node):
+            mutated = ast.unparse(tool._apply(tree, index, kind, variant))
+            if mutated != original:
+                expected.append((getattr(node, "lineno", 0), index, kind, variant, description))
+    found = tool.find_mutants(source, "models/loss.py")
+    assert sorted(expected) == [(m.line, m.node_index, m.kind, m.variant, m.description) for m in found]
+    assert len(found) > 40 and tool.find_mutants(source, "models/loss.py") == found   # the tree was restored
+
+
 def test_documented_equivalents_are_scored_apart_and_a_killed_one_is_flagged() -> None:
     tool = _load_tool()
     source = "def f(a, b):\n    return a.transpose(0, 1) + b\n"

@@ -4,6 +4,7 @@ length; and an in-place edit that keeps the size and modification time is notice
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,78 @@ def test_replaced_file_with_same_size_and_mtime_is_noticed(audio: Path, tmp_path
     os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     os.replace(replacement, audio)  # another inode, same size and mtime
     np.testing.assert_allclose(cache.load(audio, RATE), sf.read(audio, dtype="float32")[0], atol=1e-6)
+
+
+def _stale_temporary(cache_folder: Path, name: str) -> Path:
+    stale = cache_folder / "ab" / f".{name}.npy.4242.0a1b2c3d.tmp"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half an array")
+    old = os.path.getmtime(stale) - cache_module.STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    return stale
+
+
+def test_the_stale_temporary_sweep_runs_once_per_folder_and_says_how_many_it_removed(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "empty")          # its own folder swept, nothing there
+    cache.folder = tmp_path / "cache"
+    first = _stale_temporary(cache.folder, "ab12")
+    assert cache.sweep_stale_temporaries() == 1 and not first.exists()
+    later = _stale_temporary(cache.folder, "ab34")
+    assert cache.sweep_stale_temporaries() == 0     # once per process and folder
+    assert later.exists()
+
+
+def test_the_sweep_logs_what_it_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _stale_temporary(tmp_path / "cache", "ab12")
+    with caplog.at_level(logging.DEBUG, logger="audiocpc"):
+        AudioCache(tmp_path / "cache")
+    assert f"removed 1 stale temporary file(s) from {tmp_path / 'cache'}" in caplog.text
+
+
+def test_the_cache_folder_follows_audiocpc_cache_then_xdg_cache_home_then_the_home_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUDIOCPC_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_module.default_cache_dir() == tmp_path / "mine" / "audio"
+    monkeypatch.delenv("AUDIOCPC_CACHE")
+    assert cache_module.default_cache_dir() == tmp_path / "xdg" / "audiocpc" / "audio"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_module.default_cache_dir() == tmp_path / "home" / ".cache" / "audiocpc" / "audio"
+
+
+def test_a_loaded_file_is_memory_mapped_whether_decoded_now_or_cached(audio: Path, tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    assert isinstance(cache.load(audio, RATE), np.memmap)   # just decoded
+    assert isinstance(cache.load(audio, RATE), np.memmap)   # from the cache
+
+
+def test_a_damaged_entry_is_reported_by_its_audio_file_and_may_vanish_meanwhile(
+        audio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    cache.load(audio, RATE)
+    entry = cache.entry(audio, RATE)
+    np.save(entry, np.full(RATE, np.nan, dtype=np.float32))
+    warnings: list[str] = []
+
+    def warn_while_another_process_removes_it(message: str, *args: Any) -> None:
+        warnings.append(message % args)
+        entry.unlink()   # e.g. a second run that found the same damage first
+
+    monkeypatch.setattr(cache_module.log, "warning", warn_while_another_process_removes_it)
+    assert cache_module.open_entry(entry, RATE, audio) is None
+    assert warnings == [(f"{audio}: its decoded copy in the cache is damaged (NaN or infinite samples); "
+                         "decoding it again")]
+
+
+def test_an_entry_laid_out_as_earlier_runs_wrote_it_is_used_without_decoding(
+        audio: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    # the layout <first two hex digits of the key>/<key>.npy is what cache folders already on
+    # disk (or shared with other machines) hold: a change would decode everything again
+    wave = np.array(AudioCache(tmp_path / "first").load(audio, RATE))
+    cache = AudioCache(tmp_path / "cache")
+    key = cache.key(audio, RATE)
+    (tmp_path / "cache" / key[:2]).mkdir(parents=True)
+    np.save(tmp_path / "cache" / key[:2] / f"{key}.npy", wave)
+    np.testing.assert_array_equal(cache.load(audio, RATE), wave)
+    assert len(decodes) == 1   # the first cache's decoding only

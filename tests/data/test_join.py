@@ -15,7 +15,7 @@ import torch
 
 from audiocpc import load_config  # public name: stays valid across the config split
 from audiocpc.cli import main
-from audiocpc.data.corpus import CropSampler
+from audiocpc.data.corpus import CropSampler, Join
 from audiocpc.data.labels import training_label_rule
 from audiocpc.data.scan import scan_folder
 from audiocpc.training.checkpoint import load_checkpoint
@@ -216,3 +216,10 @@ def test_long_context_presets_train_on_short_clips_joined_by_speaker(preset: str
     summary = json.loads((result.run_dir / "data_report.json").read_text())["summary"]
     assert summary["usable"] == 60 and summary["too_short"] == 0  # every clip is used
     assert summary["sequences"]["count"] == 3  # one per speaker
+
+
+def test_a_file_without_a_group_stays_a_sequence_of_its_own_in_first_file_order(tmp_path: Path) -> None:
+    # the join pattern finds no group in "loose.wav": it is neither joined nor dropped
+    join = Join.from_config(_data(tmp_path, *GROUP_BY_NAME))
+    names = ["0_a_0.wav", "loose.wav", "1_a_1.wav", "2_b_2.wav"]
+    assert join.sequences(names, [100] * 4) == [[0, 2], [1], [3]]

@@ -88,6 +88,12 @@ def test_sinusoidal_positions_are_the_transformer_papers_codes() -> None:
             angle = p / 10000 ** (2 * i / dim)
             assert abs(float(codes[p, 2 * i]) - math.sin(angle)) < 1e-5
             assert abs(float(codes[p, 2 * i + 1]) - math.cos(angle)) < 1e-5
+    # an odd width (a one-head Transformer allows any): the last column is a sine, no cosine
+    odd = sinusoidal_positions(length, 5, torch.device("cpu"))
+    assert odd.shape == (length, 5)
+    for p in range(length):
+        assert abs(float(odd[p, 4]) - math.sin(p / 10000 ** (4 / 5))) < 1e-5
+        assert abs(float(odd[p, 3]) - math.cos(p / 10000 ** (2 / 5))) < 1e-5
 
 
 def test_pre_norm_transformer_context_is_causal_and_normalises_its_output() -> None:

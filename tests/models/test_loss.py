@@ -141,3 +141,12 @@ def test_cosine_and_bilinear_similarities_by_hand() -> None:
     # p W b: p = (3, 4) -> p W = (8, 3); against (1, 0), (0, 2), (-6, -8): 8, 6, -72
     assert bilinear(predictions, bank)[0, 0].tolist() == [8.0, 6.0, -72.0]
     assert [name for name, _ in bilinear.named_parameters()] == ["weight"]  # learned
+
+
+def test_info_nce_makes_its_targets_on_the_logits_device() -> None:
+    # torch's default device set to meta, the logits on the CPU: targets made without
+    # device= (on a GPU run: CPU labels beside CUDA logits) land on meta and cannot mix
+    logits = torch.randn(B, 2, K, 6)
+    with torch.device("meta"):
+        out = info_nce(logits, torch.full((K,), 1.0 / K, device="cpu"))
+    assert out.loss.device.type == "cpu" and bool(torch.isfinite(out.loss))

@@ -16,7 +16,7 @@ from audiocpc import load_config
 from audiocpc.presets import available_presets
 from audiocpc.errors import ConfigError
 from audiocpc.models import build_cpc
-from audiocpc.models.negatives import sample_negatives, target_indices
+from audiocpc.models.negatives import _POLICIES, policies, sample_from_pool, sample_negatives, target_indices
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,35 @@ def test_preset_builds_runs_forward_backward_with_positive_first(preset: str) ->
         out = model(waves)
         expected = _positive_scores(model, out.z, out.c)
     torch.testing.assert_close(out.logits[..., 0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["cpc_tiny", "1dconv_transformer"])   # frame and window mode
+def test_the_forward_pass_makes_every_tensor_on_its_inputs_device(preset: str) -> None:
+    """torch's default device set to meta while the model and its input stay on the CPU: a
+    tensor made without `device=` (on a GPU run: a CPU tensor beside CUDA ones) lands on meta,
+    which holds no data, so the forward pass fails, leaves the CPU, or reads garbage."""
+    config = load_config(preset, ["data.N=2"] + SHRINK.get(preset, ["data.full_duration=0.25"]))
+    torch.manual_seed(0)
+    model = build_cpc(config).train()
+    waves = torch.randn(2, config.data.crop_samples) * 0.1
+    lengths = torch.tensor([config.data.crop_samples, config.data.crop_samples // 2])
+    torch.manual_seed(1)
+    expected = model(waves)
+    torch.manual_seed(1)
+    model.eval()
+    layers = model.context.layer_outputs(expected.z.detach())
+    model.train()
+    torch.manual_seed(1)
+    with torch.device("meta"):
+        out = model(waves)
+        _, c, frames = model.extract_features(waves, lengths)
+        model.eval()
+        meta_layers = model.context.layer_outputs(expected.z.detach())
+    assert out.loss.device.type == "cpu" and c.device.type == "cpu"
+    torch.testing.assert_close(out.logits, expected.logits)   # the same draws, the same scores
+    for (name, value), (_, meta_value) in zip(layers, meta_layers):
+        torch.testing.assert_close(meta_value, value, msg=name)
+    assert frames is not None and frames.device.type == "cpu"
 
 
 # ------------------------------------------------------------------ frame mode
@@ -193,6 +222,46 @@ def test_label_policies_need_labels_and_a_non_empty_pool() -> None:
     mixed = sample_negatives("other_label", targets, B, L, 64, labels=labels)
     source = labels[mixed // L]
     assert torch.all(source == torch.where(labels[targets // L] == 0, 1, 0).unsqueeze(-1))
+
+
+def test_every_policy_mask_and_index_is_made_on_the_targets_device() -> None:
+    # the meta device refuses to mix with CPU tensors, as CUDA does: a mask built on the CPU
+    # beside CUDA targets would fail (or be copied every step) there
+    meta = torch.device("meta")
+    labels = LABELS.to(meta)
+    for policy in policies():
+        mask = _POLICIES[policy](B, labels, meta)
+        assert mask.device == meta and mask.shape == (B, B) and mask.dtype == torch.bool, policy
+    assert target_indices(B, L, torch.arange(L - K, device=meta), K).device == meta
+    assert sample_negatives("other_sequences", _frame_targets().to(meta), B, L, None).device == meta
+
+
+def test_an_empty_pool_names_the_sequences_that_have_none() -> None:
+    allowed = torch.ones(3, 3, dtype=torch.bool)
+    allowed[1] = False   # sequence 1 may draw from nobody
+    with pytest.raises(ValueError, match=r"to sequence\(s\) \[1\] under"):
+        sample_from_pool(target_indices(3, L, torch.tensor([0]), K), allowed, L, 4)
+
+
+def test_the_pool_leaves_the_positive_out_unless_asked() -> None:
+    torch.manual_seed(3)
+    targets = target_indices(2, 3, torch.tensor([0]), 2)
+    drawn = sample_from_pool(targets, torch.ones(2, 2, dtype=torch.bool), 3, 200)   # the default
+    assert not torch.any(drawn == targets.unsqueeze(-1))
+
+
+def test_a_batch_of_more_than_sixteen_sequences_never_draws_the_positive() -> None:
+    # the pool lists the allowed sequences in index order, which the positive's exclusion
+    # relies on; torch's CPU sort keeps ties in order for at most 16 elements unless stable=True
+    torch.manual_seed(4)
+    batch, length = 24, 5
+    targets = target_indices(batch, length, torch.arange(length - 2), 2)
+    labels = torch.arange(batch) % 3
+    for policy in ("batch", "same_label"):
+        negatives = sample_negatives(policy, targets, batch, length, 64, labels=labels)
+        assert not torch.any(negatives == targets.unsqueeze(-1)), policy
+        if policy == "same_label":
+            assert torch.all(labels[negatives // length] == labels.view(-1, 1, 1, 1))
 
 
 def test_training_with_a_label_policy_stops_before_any_work(
@@ -446,3 +515,24 @@ def test_lstm_forget_bias_sets_each_layers_forget_gates_only() -> None:
         for name in ("bias_ih", "bias_hh"):
             mine, theirs = getattr(lstm.rnn, f"{name}_l{index}"), getattr(plain.rnn, f"{name}_l{index}")
             torch.testing.assert_close(torch.cat([mine[:4], mine[8:]]), torch.cat([theirs[:4], theirs[8:]]))
+
+
+def test_recurrent_contexts_built_without_parameters_have_one_layer_and_no_forget_bias() -> None:
+    """The defaults a plug-in or a direct build gets: one layer, PyTorch's forget gates (sum 0)."""
+    from audiocpc.models.registry import build
+
+    lstm = build("context", "lstm", {}, in_dim=6, out_dim=4, max_len=5)
+    assert lstm.rnn.num_layers == 1
+    torch.testing.assert_close(lstm.rnn.bias_ih_l0[4:8] + lstm.rnn.bias_hh_l0[4:8], torch.zeros(4))
+    assert build("context", "gru", {}, in_dim=6, out_dim=4, max_len=5).rnn.num_layers == 1
+
+
+def test_one_context_step_is_enough_and_none_is_refused() -> None:
+    model = build_cpc(load_config("1dconv_tiny", ["data.N=2"])).eval()
+    window, steps = model.window, model.steps
+    assert window is not None
+    with torch.no_grad():
+        out = model(torch.randn(2, (1 + steps) * window) * 0.1)   # c from a single step
+        assert out.logits.shape[:3] == (2, 1, steps) and bool(torch.isfinite(out.loss))
+        with pytest.raises(ValueError, match=f"{steps} encoded steps leave no context"):
+            model(torch.randn(2, steps * window) * 0.1)
