@@ -206,7 +206,27 @@ def pretrain(preset: str, data: Path, out: Path, name: str, steps: int, threads:
     return result.run_dir, minutes, summary
 
 
-def run_task(task: Path, args: argparse.Namespace) -> dict[str, Any]:
+def pretrain_pooled(tasks: list[Path], args: argparse.Namespace) -> tuple[Path, float, dict[str, Any]]:
+    """One model pretrained on the training audio of every task at once (no test file of
+    any task is seen): does more audio of other kinds help a small task?"""
+    pooled = Path(args.out) / "pooled"
+    files = 0
+    for task in tasks:
+        rows = read_task(task)
+        files += sum(r["split"] == "train" for r in rows)
+        link_training_audio(task, rows, pooled / "train_audio" / task.name)
+    print(f"[pooled] pretraining {args.preset} for {args.steps} steps on {files} training files "
+          f"of {len(tasks)} tasks", flush=True)
+    run_dir, minutes, training = pretrain(args.preset, pooled / "train_audio", pooled, "cpc",
+                                          args.steps, args.threads, args.set)
+    print(f"[pooled] trained: {training}", flush=True)
+    return run_dir, minutes, training
+
+
+def run_task(task: Path, args: argparse.Namespace,
+             pretrained: tuple[Path, float, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`pretrained`: a model already trained (on every task's training audio) instead of
+    pretraining on this task's own."""
     import soundfile as sf
 
     rows = read_task(task)
@@ -214,12 +234,15 @@ def run_task(task: Path, args: argparse.Namespace) -> dict[str, Any]:
     sample_rate = int(info.get("sample_rate", 16000))
     name = task.name
     work = Path(args.out) / name
-    train_audio = link_training_audio(task, rows, work / "train_audio")
-    print(f"[{name}] pretraining {args.preset} for {args.steps} steps on "
-          f"{sum(r['split'] == 'train' for r in rows)} training files", flush=True)
-    run_dir, minutes, training = pretrain(args.preset, train_audio, work, "cpc", args.steps,
-                                          args.threads, args.set)
-    print(f"[{name}] trained: {training}", flush=True)
+    if pretrained is None:
+        train_audio = link_training_audio(task, rows, work / "train_audio")
+        print(f"[{name}] pretraining {args.preset} for {args.steps} steps on "
+              f"{sum(r['split'] == 'train' for r in rows)} training files", flush=True)
+        run_dir, minutes, training = pretrain(args.preset, train_audio, work, "cpc", args.steps,
+                                              args.threads, args.set)
+        print(f"[{name}] trained: {training}", flush=True)
+    else:
+        run_dir, minutes, training = pretrained
     waves = [sf.read(task / r["file"], dtype="float32", always_2d=True)[0].mean(axis=1)
              for r in rows]
     classes = sorted({r["label"] for r in rows})
@@ -306,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", nargs="*", default=["linear", "mlp"], choices=list(PROBES))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the preset (repeatable)")
+    parser.add_argument("--pretrain-on", choices=["task", "all"], default="task",
+                        help="task: each task's own training audio (default); all: one model on "
+                        "the training audio of every built task (never a test file)")
     parser.add_argument("--plot", metavar="SUITE_JSON",
                         help="only draw the plot of an earlier run's suite.json (next to it)")
     args = parser.parse_args(argv)
@@ -316,17 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     threadpool_limits(args.threads)
-    tasks = sorted(p.parent for p in Path(args.tasks).glob("*/manifest.csv"))
-    if args.only:
-        tasks = [t for t in tasks if t.name in args.only]
+    every_task = sorted(p.parent for p in Path(args.tasks).glob("*/manifest.csv"))
+    tasks = [t for t in every_task if t.name in args.only] if args.only else every_task
     if not tasks:
         print(f"no tasks in {args.tasks}: build them with benchmarks/tasks/build.py", file=sys.stderr)
         return 2
     cpu = _cpu_name()
-    results = [run_task(task, args) for task in tasks]
+    pretrained = pretrain_pooled(every_task, args) if args.pretrain_on == "all" else None
+    results = [run_task(task, args, pretrained) for task in tasks]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"preset": args.preset, "steps": args.steps, "cpu": cpu, "argv": sys.argv[1:],
+    report = {"preset": args.preset, "steps": args.steps, "pretrain_on": args.pretrain_on,
+              "cpu": cpu, "argv": sys.argv[1:],
               "results": results}
     (out / "suite.json").write_text(json.dumps(report, indent=2))
     table = markdown(results, args, cpu)
