@@ -76,7 +76,8 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "evaluation/probe.py": ("tests/evaluation/test_probe.py", "tests/evaluation/test_classify_errors.py",
                             "tests/evaluation/test_probe_early_stopping.py"),
     "evaluation/classify.py": ("tests/evaluation/test_classify.py", "tests/evaluation/test_probe.py",
-                               "tests/evaluation/test_classify_errors.py"),
+                               "tests/evaluation/test_classify_errors.py",
+                               "tests/evaluation/test_probe_early_stopping.py"),
 }
 
 # A mutant's tests may take this many times the unmutated run's time before they count as stuck

@@ -225,6 +225,8 @@ def test_embed_a_layer_with_pooling(tiny_run: Path, demo_dir: Path, tmp_path: Pa
     info = json.loads((tmp_path / "embeddings" / "tiny" / "conv.json").read_text())
     assert conv.shape == (by_kind.shape[0], 2 * 64) and info["layer"] == "encoder.conv2"
     assert info["pool"] == "meanstd" and (conv[:, 64:] >= 0).all()  # the second half is a std
+    # the layer is part of what the rows are made from (another layer: another embedding)
+    assert (info["inputs"]["settings"]["layer"], info["inputs"]["settings"]["pool"]) == ("encoder.conv2", "meanstd")
     capsys.readouterr()
     assert main(["embed", *common, "--split", "x", "--layer", "conv9", "--out", str(tmp_path)]) == 2
     assert ("--layer: no layer named 'conv9'; this model's layers are: encoder.conv1, encoder.conv2, "
@@ -308,3 +310,19 @@ def test_an_unreadable_file_stops_embedding_under_on_bad_file_error(tiny_run: Pa
                      out=tmp_path / "out", progress=False)
     # the run's own policy (skip) embeds the good file
     assert embed_folder(run, data, "test", crops=1, out=tmp_path / "out", progress=False).files == ["good.wav"]
+
+
+def test_the_recorded_inputs_name_the_label_pattern(tiny_run: Path, tmp_path: Path) -> None:
+    """The label pattern is part of what an embedding is made from: another pattern must make
+    the recorded inputs differ, or a rerun would reuse labels read by the old pattern."""
+    data = tmp_path / "data"
+    _write(data, "dog_1.wav", 1.0)
+    _write(data, "cat_1.wav", 1.0, seed=1)
+    pattern = r"(?P<label>[a-z]+)_\d"
+    code = main(["embed", str(tiny_run), "--data", str(data), "--split", "test", "--crops", "1",
+                 "--label-pattern", pattern, "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    rows = _manifest(tmp_path / "embeddings" / "tiny" / "test.csv")
+    assert sorted(r["label"] for r in rows) == ["cat", "dog"]
+    info = json.loads((tmp_path / "embeddings" / "tiny" / "test.json").read_text())
+    assert info["inputs"]["settings"]["labels"] == {"mode": "auto", "pattern": pattern}

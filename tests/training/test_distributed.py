@@ -100,7 +100,8 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tone_di
     _assert_same_parameters(payload["model"], rank0)
     torch.manual_seed(0)  # the runs' seed (train.seed)
     initial = build_cpc(config_from_dict(payload["config"])).state_dict()
-    assert not any(torch.equal(initial[k], rank0[k]) for k in rank0)  # every tensor trained
+    # every weight trained (integer buffers, such as the encoder's recorded conv paths, do not)
+    assert not any(torch.equal(initial[k], rank0[k]) for k in rank0 if rank0[k].is_floating_point())
 
     # Only rank 0 wrote: two checkpoints (steps 3 and 6) into the one file.
     assert (dump / "rank0.saves").read_text() == "2"
