@@ -83,6 +83,8 @@ def test_faster_crops_hint_only_when_slow() -> None:
     assert faster_crops_hint(1000.0, 5, [10_000] * 4, 6000) == ""
     # 6 crops are more than the 5 the hint offers: worth saying
     assert faster_crops_hint(1000.0, 6, [60_000] * 4, 6000).startswith("--crops 5 takes about")
+    # files of 5 crops each: `--crops 5` already takes them all, so `all` is not offered
+    assert "--crops all" not in faster_crops_hint(900.0, 90, [30_000] * 4, 6000)
     hint = faster_crops_hint(900.0, 90, [60_000] * 4, 6000)
     assert "--crops 5 takes about 50 s" in hint and "--crops all" not in hint  # 10 crops per file
     # clips of 1-2 crops: `all` (the crops they hold) is offered too, with its own estimate
