@@ -161,6 +161,11 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
     Equivalent("models/negatives.py", "rank = torch.minimum(rank, pool_size.unsqueeze(-1) - 1)",
                "first two arguments of `torch.minimum(...)` swapped",
                "an elementwise minimum of two int64 tensors of one shape is symmetric"),
+    Equivalent("models/negatives.py",
+               "alone = ~allowed.any(dim=1)  # no other label in this batch: fall back to the other sequences",
+               "`dim=` dropped from `allowed.any(...)`",
+               "a sequence meets no other label only when every label of the batch is equal, so each row's "
+               "any equals the batch's (broadcast by torch.where)"),
     Equivalent("data/corpus.py", "self.limit = max(limit, 1)", "first two arguments of `max(...)` swapped",
                "max of two ints is symmetric"),
     Equivalent("data/corpus.py", "loader = DataLoader(_StepStream(sampler, start, stop), batch_size=None,",
