@@ -5,24 +5,17 @@ ratios against the fakes' known costs, the stop after --seconds, and the skipped
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
 from pathlib import Path
 
 import pytest
-
-COMPARE_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
+from benchmark_scripts import load_benchmark
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("compare_tool", COMPARE_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_tool"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare")
 
 
 compare = _load_tool()

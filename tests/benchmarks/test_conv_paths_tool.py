@@ -4,21 +4,14 @@ the table's rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-CONV_PATHS_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "conv_paths.py"
+from benchmark_scripts import load_benchmark
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("conv_paths_tool", CONV_PATHS_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["conv_paths_tool"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("conv_paths")
 
 
 def test_every_conv_layer_is_timed_on_both_paths_with_equal_numbers(tmp_path: Path, capsys) -> None:

@@ -4,22 +4,16 @@ weakly tested one's survive, and the source tree it mutates is never written."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 MUTATION_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "mutation.py"
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("mutation_tool", MUTATION_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutation_tool"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("mutation")
 
 
 TOY = '''"""A toy module."""
