@@ -73,6 +73,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "evaluation/embed.py": ("tests/evaluation/test_embed.py", "tests/evaluation/test_pooling.py",
                             "tests/evaluation/test_embed_sharing.py",
                             "tests/evaluation/test_crop_seeding.py",
+                            "tests/evaluation/test_embed_ranks.py",  # its fast lane: fake ranks
                             "tests/experiments/test_run_options.py::test_faster_crops_hint_only_when_slow"),
     "evaluation/probe.py": ("tests/evaluation/test_probe.py", "tests/evaluation/test_classify_errors.py",
                             "tests/evaluation/test_probe_early_stopping.py"),

@@ -67,6 +67,104 @@ def test_rows_are_gathered_in_bounded_rounds_in_rank_then_row_order(
     assert rows is not None and np.array_equal(rows, np.concatenate([mine, other]))
 
 
+class _OneRankOfMany(DistributedContext):
+    """One rank of `world` in this process, the others played from a one-process embedding of
+    the same split: gather_to_main hands rank 0 the other ranks' rows of each round (their
+    shares of `whole`), and the second broadcast gives the others the JSON rank 0 wrote."""
+
+    def __init__(self, rank: int, world: int, whole: Optional[EmbeddingSplit] = None,
+                 share_rows: Optional[list[int]] = None):
+        super().__init__(rank=rank, world_size=world, backend="fake")
+        object.__setattr__(self, "whole", whole)
+        object.__setattr__(self, "share_rows", share_rows)
+        object.__setattr__(self, "sent", [])
+        object.__setattr__(self, "broadcasts", 0)
+
+    def broadcast_from_main(self, value: Any) -> Any:
+        object.__setattr__(self, "broadcasts", self.broadcasts + 1)
+        if self.is_main or self.broadcasts == 1:  # the sharing decision: every rank decides alike
+            return value
+        assert self.whole is not None
+        return self.whole.info
+
+    def gather_to_main(self, value: Any) -> Optional[list[Any]]:
+        number = len(self.sent)
+        self.sent.append(np.array(value))
+        if not self.is_main:
+            return None
+        assert self.whole is not None and self.share_rows is not None
+        edges = np.cumsum([0, *self.share_rows])
+        step = embedding.GATHER_ROWS
+        parts = [self.whole.features[a:b][number * step : (number + 1) * step]
+                 for a, b in zip(edges[:-1], edges[1:])]
+        parts[self.rank] = value
+        return parts
+
+
+def _shares(split: EmbeddingSplit, world: int) -> list[int]:
+    """Rows per rank: the files' crops split by contiguous_share on distinct crops, as embed does."""
+    files = list(dict.fromkeys(split.files))
+    counts = [split.files.count(name) for name in files]
+    distinct = [len(np.unique(split.start_seconds[np.array(split.files) == name])) for name in files]
+    return [sum(counts[i] for i in contiguous_share(distinct, rank, world)) for rank in range(world)]
+
+
+@pytest.fixture(scope="module")
+def one_process_split(tiny_run: Path, uneven_files: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> EmbeddingSplit:
+    return embedding.embed_folder(tiny_run, uneven_files, "test", folder=tmp_path_factory.mktemp("one"),
+                                  crops=6, batch_size=4, progress=False,
+                                  dist=DistributedContext())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_rank_returns_its_share_of_the_one_process_split(
+        world: int, tiny_run: Path, uneven_files: Path, one_process_split: EmbeddingSplit,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedding, "GATHER_ROWS", 5)  # several rounds per share
+    whole = one_process_split
+    share_rows = _shares(whole, world)
+    assert len(set(share_rows)) > 1  # uneven shares
+    first = 0
+    for rank in range(1, world):
+        first = sum(share_rows[:rank])
+        end = first + share_rows[rank]
+        fake = _OneRankOfMany(rank, world, whole)
+        got = embedding.embed_folder(tiny_run, uneven_files, "test", folder=tmp_path / "out",
+                                     crops=6, batch_size=4, progress=False, dist=fake)
+        assert not (tmp_path / "out").exists()  # only rank 0 writes
+        np.testing.assert_array_equal(got.features, whole.features[first:end])
+        assert got.files == whole.files[first:end] and got.labels == whole.labels[first:end]
+        np.testing.assert_array_equal(got.start_seconds, whole.start_seconds[first:end])
+        assert got.info["share"] == {"rank": rank, "world_size": world, "first_row": first,
+                                     "end_row": end}
+        assert {k: v for k, v in got.info.items() if k != "share"} == whole.info
+        # what it sent rank 0: its rows, in as many rounds as the largest share needs
+        assert len(fake.sent) == -(-max(share_rows) // 5)
+        assert all(len(part) <= 5 for part in fake.sent)
+        np.testing.assert_array_equal(np.concatenate(fake.sent), whole.features[first:end])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_rank_zero_writes_what_one_process_writes(
+        world: int, tiny_run: Path, uneven_files: Path, one_process_split: EmbeddingSplit,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedding, "GATHER_ROWS", 5)
+    whole = one_process_split
+    share_rows = _shares(whole, world)
+    fake = _OneRankOfMany(0, world, whole, share_rows)
+    got = embedding.embed_folder(tiny_run, uneven_files, "test", folder=tmp_path / "out",
+                                 crops=6, batch_size=4, progress=False, dist=fake)
+    written = EmbeddingSplit.read(tmp_path / "out", "test")
+    for split in (got, written):
+        np.testing.assert_array_equal(split.features, whole.features)
+        assert split.files == whole.files and split.labels == whole.labels
+        np.testing.assert_array_equal(split.start_seconds, whole.start_seconds)
+        assert _without_content(split.info) == _without_content(whole.info)
+    assert len(fake.sent) == -(-max(share_rows) // 5)
+    np.testing.assert_array_equal(np.concatenate(fake.sent), whole.features[: share_rows[0]])
+
+
 # ---------------------------------------------------------------- torchrun against one process
 
 

@@ -129,6 +129,48 @@ def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_i
     torch.testing.assert_close(seen[0], z * scale + sinusoidal_positions(LENGTH, WIDTH, z.device))
     _check_causal(network)
 
+@pytest.mark.parametrize("position", ["none", "conv"])
+def test_transformer_position_choices_read_z_alone_or_a_causal_conv_of_it(position: str) -> None:
+    """`position`: none hands the blocks z itself (order comes from the causal mask alone);
+    conv adds a causal depthwise convolution of the last position_kernel steps of z."""
+    torch.manual_seed(0)
+    network = build("context", "transformer", {"dropout": 0.0, "scale_input": False,
+                                                "position": position, "position_kernel": 3},
+                    in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
+    seen = []
+    network.blocks.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0]),
+                                             with_kwargs=True)
+    z = torch.randn(2, LENGTH, WIDTH)
+    with torch.no_grad():
+        network(z)
+        added = seen[0] - z
+        if position == "none":
+            assert network.position_conv is None
+            torch.testing.assert_close(added, torch.zeros_like(z), rtol=0, atol=0)
+        else:
+            conv = network.position_conv
+            assert conv is not None and conv.kernel_size == (3,) and conv.groups == WIDTH
+            # step t reads z at t-2..t, the steps before the first read as zeros
+            padded = torch.cat([torch.zeros(2, 2, WIDTH), z], dim=1)
+            by_hand = torch.stack([torch.nn.functional.gelu(
+                (padded[:, t : t + 3] * conv.weight[:, 0].T).sum(1) + conv.bias)
+                for t in range(LENGTH)], dim=1)
+            torch.testing.assert_close(added, by_hand, atol=1e-5, rtol=1e-5)
+    _check_causal(network)
+    for index in range(3):  # block1, block2, c
+        _check_causal(network, lambda x, i=index: network.layer_outputs(x)[i][1])
+
+
+def test_the_causal_mask_hides_the_future_on_the_device_of_its_input() -> None:
+    from audiocpc.models.layers import causal_mask
+
+    mask = causal_mask(4, torch.device("cpu"))
+    assert mask.shape == (4, 4)
+    assert torch.isinf(mask).equal(torch.ones(4, 4, dtype=torch.bool).triu(1)) and (mask <= 0).all()
+    assert float(mask[1, 1]) == 0.0 and float(mask[3, 0]) == 0.0 and mask[0, 1] == float("-inf")
+    assert causal_mask(3, torch.device("meta")).device.type == "meta"
+
+
 def test_context_dropout_is_the_configured_rate() -> None:
     """dropout 0: a context network in training mode is as deterministic as in eval mode
     (torch's Transformer layer would otherwise add its own default of 0.1)."""

@@ -143,9 +143,11 @@ def test_convs_without_a_matmul_path_use_conv1d_whatever_the_setting() -> None:
 
 
 @pytest.mark.parametrize("value, message", [
-    ("fast", "model.encoder: conv_path: 'fast' is not auto, matmul, conv1d or a list"),
+    ("fast", "model.encoder.conv_path: Input should be 'auto', 'matmul' or 'conv1d'; or Input "
+             "should be a valid list (got 'fast')"),
     ("[matmul, conv1d]", "model.encoder: conv_path: one path per conv layer (4), each matmul or conv1d; got"),
-    ("[matmul, conv1d, fast, conv1d]", "conv_path: one path per conv layer (4)"),
+    ("[matmul, conv1d, fast, conv1d]", "model.encoder.conv_path: Input should be 'auto', "
+     "'matmul' or 'conv1d'; or item 2: Input should be 'matmul' or 'conv1d'"),
 ])
 def test_a_bad_conv_path_is_one_error_naming_the_setting(value: str, message: str) -> None:
     from audiocpc.models.factory import build_cpc

@@ -53,6 +53,31 @@ def test_unknown_key_names_the_nearest_valid_key() -> None:
         load_config("1dconv_gru", ["model.encoder.strdes=[1]"])
 
 
+def test_component_arguments_are_checked_against_their_types_at_load_time() -> None:
+    """The components' annotations are types even in modules with postponed annotations, so
+    a value of the wrong type or outside a Literal fails when the config loads, naming it."""
+    with pytest.raises(ConfigError) as err:
+        load_config("1dconv_transformer", ["model.context.position=rope", "model.context.dff=abc",
+                                           "model.encoder.activation_fn=swish"])
+    text = str(err.value)
+    assert "model.context.position: Input should be 'sinusoidal', 'none' or 'conv' (got 'rope')" in text
+    assert "model.context.dff: Input should be a valid integer" in text
+    assert "model.encoder.activation_fn: Input should be 'leaky_relu', 'relu', 'gelu' or 'tanh'" in text
+    assert load_config("1dconv_transformer", ["model.context.dff=64"]).model.context.params["dff"] == 64
+
+
+def test_a_setting_a_component_rejects_when_built_is_one_line_naming_it() -> None:
+    from audiocpc.models import build_cpc
+
+    config = load_config("1dconv_transformer", ["model.context.num_heads=3"])  # 256 % 3 != 0
+    with pytest.raises(ConfigError) as err:
+        build_cpc(config)
+    assert str(err.value) == "model.z_dim (256) must be divisible by num_heads (3)"
+    with pytest.raises(ConfigError, match=r"^model.context.position_kernel \(0\) must be at least 1$"):
+        build_cpc(load_config("1dconv_transformer", ["model.context.position=conv",
+                                                     "model.context.position_kernel=0"]))
+
+
 def test_window_length_not_whole_names_nearest_full_durations() -> None:
     with pytest.raises(ConfigError) as err:
         load_config("1dconv_gru", ["data.full_duration=4.1"])

@@ -113,19 +113,21 @@ def test_the_export_command_writes_every_format(tiny_run: Path, tmp_path: Path,
     assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
+@pytest.mark.parametrize("position", ["sinusoidal", "none", "conv"])
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("scale_input", [True, False])
 def test_the_traceable_transformer_is_the_eager_one_for_every_variant(scale_input: bool,
-                                                                       norm_first: bool) -> None:
-    """The exported graphs rewrite the Transformer context: its input scaling and layer-norm
-    placement must be the configured ones (not the reference's alone)."""
+                                                                       norm_first: bool,
+                                                                       position: str) -> None:
+    """The exported graphs rewrite the Transformer context: its input scaling, position
+    information and layer-norm placement must be the configured ones (not the reference's alone)."""
     from audiocpc import load_config
     from audiocpc.models import build_cpc
     from audiocpc.training.export import TraceableTransformerContext
 
     config = load_config("1dconv_transformer", TINY_PRESETS["1dconv_transformer"] + [
         f"model.context.scale_input={str(scale_input).lower()}",
-        f"model.context.norm_first={str(norm_first).lower()}"])
+        f"model.context.norm_first={str(norm_first).lower()}", f"model.context.position={position}"])
     torch.manual_seed(0)
     context = build_cpc(config).context.eval()
     z = torch.randn(3, 11, config.model.z_dim)

@@ -95,9 +95,10 @@ def model_geometry_problems(config: Config) -> list[str]:
     try:
         with torch.random.fork_rng(devices=[]):
             encoder = build_encoder(config)
-    except ConfigError as exc:
-        return problems + [f"model.encoder.{p}" for p in exc.problems]
-    except (ValueError, TypeError) as exc:
+    except ConfigError as exc:  # registry.build's name their setting; resolve's name a field
+        return problems + [p if p.startswith(("model.", "data.")) else f"model.encoder.{p}"
+                           for p in exc.problems]
+    except TypeError as exc:
         message = str(exc)
         return problems + [message if message.startswith(("model.", "data.")) else
                            f"model.encoder: {message}"]

@@ -6,9 +6,10 @@ import math
 from typing import Literal, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from audiocpc.models.layers import activation
+from audiocpc.models.layers import activation, causal_mask
 from audiocpc.models.registry import register
 
 
@@ -76,6 +77,9 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
     return codes
 
 
+POSITIONS = ("sinusoidal", "none", "conv")  # TransformerContext's choices of position information
+
+
 @register("context", "transformer")
 class TransformerContext(nn.Module):
     """Causal Transformer encoder blocks, then a dense stack to out_dim (the reference's)."""
@@ -93,10 +97,16 @@ class TransformerContext(nn.Module):
         activation_fn: Literal["leaky_relu", "relu", "gelu", "tanh"] = "leaky_relu",
         norm_first: bool = False,
         scale_input: bool = True,
+        position: Literal["sinusoidal", "none", "conv"] = "sinusoidal",
+        position_kernel: int = 5,
     ):
         super().__init__()
         if in_dim % num_heads:
             raise ValueError(f"model.z_dim ({in_dim}) must be divisible by num_heads ({num_heads})")
+        if position not in POSITIONS:
+            raise ValueError(f"model.context.position: '{position}' is not one of {', '.join(POSITIONS)}")
+        if position_kernel < 1:
+            raise ValueError(f"model.context.position_kernel ({position_kernel}) must be at least 1")
         # norm_first: layer norm before attention and feed-forward (pre-LN), and once after the
         # last block; post-LN (the original Transformer's, False) needs a careful warm-up
         block = nn.TransformerEncoderLayer(in_dim, num_heads, dim_feedforward=dff, dropout=dropout,
@@ -115,20 +125,33 @@ class TransformerContext(nn.Module):
         # z x sqrt(dim) before the position codes, as the Transformer paper scales its
         # embeddings (and the reference did); False adds the codes to z as it is
         self.input_scale = math.sqrt(in_dim) if scale_input else 1.0
+        # Where the blocks learn the order of the steps from. sinusoidal: fixed codes added to z
+        # (the reference's); none: only the causal mask (a causal Transformer can count the
+        # steps it may see); conv: a causal depthwise convolution over the last
+        # position_kernel steps of z, added to z (wav2vec 2.0's relative positions, made causal)
+        self.position = position
+        self.position_conv = (nn.Conv1d(in_dim, in_dim, position_kernel, groups=in_dim)
+                              if position == "conv" else None)
+
+    def embed_input(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, L, in_dim] -> the first block's input: z, scaled, with the step positions."""
+        x = z * self.input_scale
+        if self.position == "sinusoidal":
+            x = x + sinusoidal_positions(z.shape[1], z.shape[-1], z.device).to(z.dtype)
+        elif self.position_conv is not None:
+            past = F.pad(z.transpose(1, 2), (self.position_conv.kernel_size[0] - 1, 0))
+            x = x + F.gelu(self.position_conv(past)).transpose(1, 2)
+        return x
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        length = z.shape[1]
-        x = z * self.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
-        mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
-        x = self.blocks(self.dropout(x), mask=mask, is_causal=True)
+        x = self.embed_input(z)
+        x = self.blocks(self.dropout(x), mask=causal_mask(z.shape[1], z.device), is_causal=True)
         return self.dense(x)
 
     def layer_outputs(self, z: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         """Each Transformer block's output [B, L, in_dim], then c (after the dense stack)."""
-        length = z.shape[1]
-        x = z * self.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
-        mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
-        x = self.dropout(x)
+        mask = causal_mask(z.shape[1], z.device)
+        x = self.dropout(self.embed_input(z))
         outputs = []
         for index, block in enumerate(self.blocks.layers):
             x = block(x, src_mask=mask, is_causal=True)

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the components: activations and normalisations."""
+"""Small building blocks shared by the components: activations, normalisations and the
+causal attention mask."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    """Additive attention mask [length, length]: step t sees steps 1..t (-inf above the
+    diagonal), made on the device of the tensor it masks."""
+    return torch.triu(torch.full((length, length), float("-inf"), device=device), diagonal=1)
 
 
 class ChannelNorm(nn.Module):

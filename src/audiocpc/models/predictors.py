@@ -12,7 +12,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from audiocpc.models.layers import activation
+from audiocpc.models.layers import activation, causal_mask
 from audiocpc.models.registry import register
 
 
@@ -65,6 +65,5 @@ class TransformerPredictor(nn.Module):
         # No position codes: the causal mask already orders the steps, and c is the GRU's
         # (or Transformer's) output, which knows where it is.
         length = c.shape[1]
-        mask = torch.triu(torch.full((length, length), float("-inf"), device=c.device), diagonal=1)
-        x = self.block(c, src_mask=mask, is_causal=True)
+        x = self.block(c, src_mask=causal_mask(length, c.device), is_causal=True)
         return self.proj(x).unflatten(-1, (self.steps, self.z_dim))

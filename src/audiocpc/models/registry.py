@@ -80,7 +80,7 @@ def resolve_component_params(kind: str, type_name: str, params: dict[str, Any]) 
     Raises ConfigError with one line per problem, each naming the argument.
     """
     factory = resolve(kind, type_name)
-    signature = inspect.signature(factory)
+    signature = _signature(factory)
     accepted = {
         name: p
         for name, p in signature.parameters.items()
@@ -109,8 +109,7 @@ def resolve_component_params(kind: str, type_name: str, params: dict[str, Any]) 
                 try:
                     value = TypeAdapter(p.annotation).validate_python(value)
                 except ValidationError as exc:
-                    reason = exc.errors()[0]["msg"]
-                    problems.append(f"{name}: {reason} (got {short_repr(params[name])})")
+                    problems.append(f"{name}: {_reasons(exc)} (got {short_repr(params[name])})")
                     continue
                 except Exception:  # an annotation pydantic cannot check: pass it on as is
                     pass
@@ -127,12 +126,40 @@ def resolve_component_params(kind: str, type_name: str, params: dict[str, Any]) 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
 
 
+def _reasons(error: ValidationError) -> str:
+    """pydantic's reasons in one line: a Union gives one per alternative (tagged by its loc's
+    first entry, then the item that failed), e.g. "Input should be 'auto' or 'matmul'; or
+    item 2: Input should be 'matmul' or 'conv1d'"."""
+    reasons = []
+    for entry in error.errors():
+        loc = entry["loc"][1:] if len(error.errors()) > 1 else entry["loc"]
+        where = ".".join(str(part) for part in loc)
+        reasons.append(f"item {where}: {entry['msg']}" if where else entry["msg"])
+    return "; or ".join(dict.fromkeys(reasons))
+
+
+def _signature(factory: Callable[..., Any]) -> inspect.Signature:
+    """The factory's signature with its annotations as types, not strings (modules written with
+    `from __future__ import annotations`), so a Literal or int argument is checked at load time."""
+    try:
+        return inspect.signature(factory, eval_str=True)
+    except Exception:  # an annotation that names what its module cannot see: left unchecked
+        return inspect.signature(factory)
+
+
 def build(kind: str, type_name: str, params: dict[str, Any], **wiring: Any) -> Any:
-    """Instantiate a component with its configured params and the builder's wiring."""
+    """Instantiate a component with its configured params and the builder's wiring. A
+    component rejects a combination of settings with ValueError (e.g. a width its heads do
+    not divide): that is a configuration error, one line that names the setting."""
     factory = resolve(kind, type_name)
     accepted = inspect.signature(factory).parameters
     passed = {k: v for k, v in wiring.items() if k in accepted or _has_var_kwargs(factory)}
-    return factory(**params, **passed)
+    try:
+        return factory(**params, **passed)
+    except ValueError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(("model.", "data.")) else
+                          f"model.{kind}: {message}") from None
 
 
 def _has_var_kwargs(factory: Callable[..., Any]) -> bool:

@@ -31,7 +31,8 @@ from audiocpc.data.audio import VARIANCE_FLOOR
 from audiocpc.config import Config
 from audiocpc.errors import ConfigError
 from audiocpc.models import CPCModel
-from audiocpc.models.context import TransformerContext, sinusoidal_positions
+from audiocpc.models.context import TransformerContext
+from audiocpc.models.layers import causal_mask
 from audiocpc.training.exported import atomic_write, write_safetensors
 from audiocpc.training.restore import restore_run
 
@@ -60,9 +61,8 @@ class TraceableTransformerContext(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         context = self.context
-        length = z.shape[1]
-        x = z * context.input_scale + sinusoidal_positions(length, z.shape[-1], z.device).to(z.dtype)
-        mask = torch.triu(torch.full((length, length), float("-inf"), device=z.device), diagonal=1)
+        x = context.embed_input(z)
+        mask = causal_mask(z.shape[1], z.device)
         for layer in context.blocks.layers:  # eval mode: dropout is the identity
             if layer.norm_first:
                 x = x + self._attention(layer.self_attn, layer.norm1(x), mask)
