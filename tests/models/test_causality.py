@@ -50,6 +50,26 @@ def test_context_network_output_at_t_ignores_later_steps(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", registered("context"))
+def test_context_output_at_t_reads_the_earlier_steps_of_its_own_sequence_only(name: str) -> None:
+    """Causal is not enough: c_t must read z_1..z_t (else each step is encoded alone, e.g. a
+    Transformer that attends across the batch instead of along time), and nothing of the
+    other sequences in the batch."""
+    network = _context(name)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, LENGTH, WIDTH, generator=generator)
+    with torch.no_grad():
+        before = network(x)
+        first = x.clone()
+        first[:, 0] = torch.randn(3, WIDTH, generator=generator) * 3
+        assert not torch.allclose(network(first)[:, -1], before[:, -1], atol=1e-4), \
+            "the last step's output does not depend on the first step"
+        other = x.clone()
+        other[1:] = torch.randn(2, LENGTH, WIDTH, generator=generator) * 3
+        torch.testing.assert_close(network(other)[0], before[0], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m: f"a sequence saw the other sequences: {m}")
+
+
+@pytest.mark.parametrize("name", registered("context"))
 def test_every_context_layer_output_at_t_ignores_later_steps(name: str) -> None:
     """The layers `hidden_states` exposes (e.g. each Transformer block) are causal too."""
     network = _context(name)
@@ -169,6 +189,13 @@ def test_the_causal_mask_hides_the_future_on_the_device_of_its_input() -> None:
     assert torch.isinf(mask).equal(torch.ones(4, 4, dtype=torch.bool).triu(1)) and (mask <= 0).all()
     assert float(mask[1, 1]) == 0.0 and float(mask[3, 0]) == 0.0 and mask[0, 1] == float("-inf")
     assert causal_mask(3, torch.device("meta")).device.type == "meta"
+
+
+def test_the_position_codes_are_made_on_the_device_of_their_input() -> None:
+    from audiocpc.models.context import sinusoidal_positions
+
+    codes = sinusoidal_positions(5, 8, torch.device("meta"))
+    assert codes.device.type == "meta" and codes.shape == (5, 8) and codes.dtype == torch.float32
 
 
 def test_context_dropout_is_the_configured_rate() -> None:

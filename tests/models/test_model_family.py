@@ -504,8 +504,8 @@ def test_lstm_forget_bias_sets_each_layers_forget_gates_only() -> None:
     gates' sum is `forget_bias`, every other bias keeps its random initialisation."""
     from audiocpc.models.registry import build
 
-    torch.manual_seed(0)
-    plain = build("context", "lstm", {"num_layers": 2}, in_dim=6, out_dim=4, max_len=5)
+    torch.manual_seed(0)  # torch's own LSTM, its biases as drawn (not our code with bias 0)
+    plain = torch.nn.LSTM(6, 4, num_layers=2, batch_first=True)
     torch.manual_seed(0)
     lstm = build("context", "lstm", {"num_layers": 2, "forget_bias": 1.0}, in_dim=6, out_dim=4,
                  max_len=5)
@@ -513,18 +513,35 @@ def test_lstm_forget_bias_sets_each_layers_forget_gates_only() -> None:
         ih, hh = (getattr(lstm.rnn, f"bias_{kind}_l{index}") for kind in ("ih", "hh"))
         torch.testing.assert_close(ih[4:8] + hh[4:8], torch.ones(4))
         for name in ("bias_ih", "bias_hh"):
-            mine, theirs = getattr(lstm.rnn, f"{name}_l{index}"), getattr(plain.rnn, f"{name}_l{index}")
+            mine, theirs = getattr(lstm.rnn, f"{name}_l{index}"), getattr(plain, f"{name}_l{index}")
             torch.testing.assert_close(torch.cat([mine[:4], mine[8:]]), torch.cat([theirs[:4], theirs[8:]]))
 
 
 def test_recurrent_contexts_built_without_parameters_have_one_layer_and_no_forget_bias() -> None:
-    """The defaults a plug-in or a direct build gets: one layer, PyTorch's forget gates (sum 0)."""
+    """The defaults a plug-in or a direct build gets: one layer, PyTorch's forget gates (sum 0),
+    no dropout."""
     from audiocpc.models.registry import build
 
     lstm = build("context", "lstm", {}, in_dim=6, out_dim=4, max_len=5)
     assert lstm.rnn.num_layers == 1
     torch.testing.assert_close(lstm.rnn.bias_ih_l0[4:8] + lstm.rnn.bias_hh_l0[4:8], torch.zeros(4))
     assert build("context", "gru", {}, in_dim=6, out_dim=4, max_len=5).rnn.num_layers == 1
+    for name in ("gru", "lstm"):  # and no dropout between stacked layers unless asked for
+        assert build("context", name, {"num_layers": 2}, in_dim=6, out_dim=4, max_len=5).rnn.dropout == 0.0
+
+
+def test_a_transformer_context_built_without_parameters_is_the_reference_one() -> None:
+    """The defaults a plug-in or a direct build gets: the reference's Transformer (2 post-LN
+    blocks of 2 heads, dff 100, dropout 0.1, z x sqrt(dim) plus sinusoidal codes)."""
+    from audiocpc.models.registry import build
+
+    network = build("context", "transformer", {}, in_dim=8, out_dim=4, max_len=5)
+    assert len(network.blocks.layers) == 2 and network.blocks.norm is None
+    layer = network.blocks.layers[0]
+    assert layer.self_attn.num_heads == 2 and layer.linear1.out_features == 100
+    assert not layer.norm_first and layer.dropout.p == 0.1 and network.dropout.p == 0.1
+    assert network.input_scale == 8 ** 0.5 and network.position == "sinusoidal"
+    assert network.position_conv is None
 
 
 def test_one_context_step_is_enough_and_none_is_refused() -> None:

@@ -35,6 +35,27 @@ def test_channel_norm_normalises_each_step_across_channels(shape: tuple[int, ...
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_channel_norm_parameters_keep_the_shape_saved_checkpoints_hold() -> None:
+    """[1, C, 1] weight and bias, initialised to the identity: the shape is part of every
+    checkpoint and export written so far, which must keep loading."""
+    norm = ChannelNorm(6)
+    assert norm.weight.shape == (1, 6, 1) and norm.bias.shape == (1, 6, 1)
+    assert bool((norm.weight == 1).all()) and bool((norm.bias == 0).all())
+
+
+def test_layer_norm_is_one_group_over_channels_and_time() -> None:
+    """norm: layer normalises each example over all its channels and steps together, so
+    the halves of the channels keep their difference (two groups would erase it)."""
+    from audiocpc.models.layers import norm1d
+
+    norm = norm1d("layer", 4)
+    x = torch.randn(2, 4, 10)
+    x[:, :2] += 5.0
+    out = norm(x)
+    torch.testing.assert_close(out.mean(dim=(1, 2)), torch.zeros(2), atol=1e-5, rtol=0)
+    assert bool((out[:, :2].mean(dim=(1, 2)) > 0.5).all())
+
+
 def test_meanstd_pooling_is_the_mean_then_the_population_standard_deviation() -> None:
     torch.manual_seed(0)
     frames = 5 * torch.randn(6, 23, 12) + 2
