@@ -83,6 +83,31 @@ def test_flop_count_of_a_linear_layer_by_hand() -> None:
     assert count_training_flops(layer, lambda: layer(x).sum().backward()) == 960
 
 
+def test_a_recurrent_layer_the_counter_sees_is_counted_once() -> None:
+    """On the CPU a GRU runs as matmuls that FlopCounterMode counts itself (forward and
+    backward, about the shape estimate): nothing is added on top. A fused kernel it cannot
+    see (cuDNN) gets the shape estimate instead."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from audiocpc.training.flops import recurrent_training_flops
+
+    gru = torch.nn.GRU(16, 32, batch_first=True)
+    x = torch.randn(4, 10, 16)
+
+    def step() -> None:
+        gru(x)[0].sum().backward()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    counted = count_training_flops(gru, step)
+    assert counted == counter.get_total_flops() > 0
+    estimate = recurrent_training_flops(gru, 4, 10)
+    assert estimate == 3 * 2 * 3 * (16 + 32) * 32 * 4 * 10
+    assert 0.5 < counted / estimate < 1.5  # the counter and the shape estimate agree roughly
+    lstm = torch.nn.LSTM(16, 32, num_layers=2)
+    assert recurrent_training_flops(lstm, 4, 10) == 3 * 2 * 4 * ((16 + 32) + (32 + 32)) * 32 * 4 * 10
+
+
 def test_flop_count_matches_the_layer_shapes() -> None:
     """The reference preset costs about 0.16 GFLOP per window forward (the issue's figure);
     counting forward+backward over N*(T+k) windows gives about 3x that per window."""
