@@ -20,6 +20,7 @@ from audiocpc.data.audio import StatisticsSums, WaveStatistics, wave_statistics
 from audiocpc.data.corpus import CropSampler
 from audiocpc.data.prepared import MANIFEST_NAME, open_data, prepare_corpus, read_manifest
 from audiocpc.data.streaming import StreamSampler
+from audiocpc.errors import ConfigError
 
 RATE = 8000
 STATS_BLOCK = 4096  # made small: the long file spans several blocks, and ends in a short one
@@ -158,3 +159,17 @@ def test_training_steps_on_a_prepared_corpus_never_measure_a_file(
                      "train.steps_per_epoch=2")
     result = train(config, folder, progress=False)
     assert len(result.step_losses) == 2 and all(np.isfinite(result.step_losses))
+
+
+@pytest.mark.parametrize("mean, variance", [(0.1, -1.0), ("0.1", 0.2), (0.1, None), (float("nan"), 0.2)])
+def test_a_damaged_statistic_in_the_manifest_is_one_line_naming_the_file_and_the_fix(
+        tmp_path: Path, mean: Any, variance: Any) -> None:
+    folder = _prepared(tmp_path)
+    header, rows = read_manifest(folder)
+    rows[0]["mean"], rows[0]["variance"] = mean, variance
+    (folder / MANIFEST_NAME).write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        open_data(folder, _data(tmp_path))
+    message = str(caught.value)
+    assert "\n" not in message and MANIFEST_NAME in message and rows[0]["file"] in message
+    assert "variance" in message and "audiocpc prepare DATA --out CORPUS --force" in message

@@ -324,8 +324,13 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                 raise NoUsableAudioError(
                     f"{shard}: shorter than its manifest says (cut short?); prepare the corpus "
                     "again (audiocpc prepare DATA --out CORPUS --force)")
-            place = (int(row["offset"]), int(row["length"]), float(row["scale"]),
-                     stored_statistics(row))
+            try:
+                statistics = stored_statistics(row)
+            except ValueError as exc:
+                raise ConfigError(f"{location.child(MANIFEST_NAME)}: the row of {row['file']} "
+                                  f"has {exc}; prepare the corpus again (audiocpc prepare DATA "
+                                  "--out CORPUS --force)") from None
+            place = (int(row["offset"]), int(row["length"]), float(row["scale"]), statistics)
             entry = (ShardSlice(location.local / row["shard"], *place) if location.local is not None
                      else RemoteShardSlice(location, row["shard"], *place))
         facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}

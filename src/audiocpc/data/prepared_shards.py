@@ -58,15 +58,23 @@ STATISTICS_FIELDS = ("mean", "variance")
 
 def statistics_fields(statistics: WaveStatistics) -> dict[str, float]:
     """A file's statistics as its manifest row (and tar .json) keeps them."""
-    return {"mean": statistics.mean, "variance": statistics.variance}
+    return dict(zip(STATISTICS_FIELDS, (statistics.mean, statistics.variance)))
 
 
 def stored_statistics(row: dict[str, Any]) -> Optional[WaveStatistics]:
     """The statistics a manifest row keeps; None for a row written before they were stored
-    (such a file is measured when first read, as it always was)."""
-    if not all(isinstance(row.get(k), (int, float)) for k in STATISTICS_FIELDS):
+    (such a file is measured when first read, as it always was). ValueError, with the
+    reason, for values no prepare writes (a damaged manifest)."""
+    if all(k not in row for k in STATISTICS_FIELDS):
         return None
-    return WaveStatistics(float(row["mean"]), float(row["variance"]))
+    values: list[Any] = [row.get(k) for k in STATISTICS_FIELDS]
+    mean, variance = values
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                  for v in (mean, variance))
+    if not numbers or variance < 0:
+        raise ValueError(f"mean {mean!r} and variance {variance!r} (two finite numbers, the "
+                         "variance not negative)")
+    return WaveStatistics(float(mean), float(variance))
 
 
 def scale_for(peak: float) -> float:
