@@ -18,7 +18,8 @@ from audiocpc import load_config
 from audiocpc.data import audio, prepared_shards
 from audiocpc.data.audio import StatisticsSums, WaveStatistics, wave_statistics
 from audiocpc.data.corpus import CropSampler
-from audiocpc.data.prepared import MANIFEST_NAME, open_data, prepare_corpus, read_manifest
+from audiocpc.data.prepared import (MANIFEST_NAME, RemoteShardSlice, ShardSlice, open_data,
+                                    prepare_corpus, read_manifest)
 from audiocpc.data.streaming import StreamSampler
 from audiocpc.errors import ConfigError
 
@@ -69,7 +70,7 @@ def _prepared(tmp_path: Path, shard_format: str = "int16", name: str = "corpus")
 
 
 def _strip_statistics(corpus: Path) -> None:
-    """Rewrite the manifest as a version before the statistics wrote it."""
+    """Rewrite the manifest as versions before the stored statistics wrote it."""
     header, rows = read_manifest(corpus)
     for row in rows:
         row.pop("mean", None)
@@ -113,9 +114,20 @@ def test_stored_statistics_are_exactly_those_measured_on_the_shard(
     assert all(isinstance(r["mean"], float) and isinstance(r["variance"], float) for r in rows)
 
 
+@pytest.mark.parametrize("remote", [False, True])
 def test_training_embedding_and_streaming_crops_never_measure_a_prepared_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    corpus = open_data(_prepared(tmp_path, "webdataset"), _data(tmp_path)).corpus()
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: bool) -> None:
+    folder: str | Path = _prepared(tmp_path, "webdataset")
+    if remote:  # fsspec's memory://, the code path of s3:// (read by byte ranges)
+        fsspec = pytest.importorskip("fsspec")
+        memory = fsspec.filesystem("memory")
+        if memory.exists("/statistics-corpus"):
+            memory.rm("/statistics-corpus", recursive=True)
+        memory.put(str(folder), "/statistics-corpus", recursive=True)
+        folder = "memory://statistics-corpus"
+    corpus = open_data(folder, _data(tmp_path)).corpus()
+    assert all(entry.statistics is not None for entry in corpus.entries)
+    assert isinstance(corpus.entries[0], RemoteShardSlice if remote else ShardSlice)
     _never_measured(monkeypatch)
     CropSampler(corpus, CROP, 8, seed=0).batch(0)  # training's random access
     for index in range(len(corpus)):  # embedding: corpus.waves(), sliced
