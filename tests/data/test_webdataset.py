@@ -106,6 +106,7 @@ def test_webdataset_shards_are_tars_of_key_npy_and_json_pairs_indexed_by_the_man
                 meta = json.loads(archive.extractfile(about).read())
                 assert (meta["file"], meta["label"], meta["group"]) == (row["file"], row["label"], row["group"])
                 assert (meta["offset"], meta["length"], meta["scale"]) == (row["offset"], row["length"], row["scale"])
+                assert (meta["mean"], meta["variance"]) == (row["mean"], row["variance"])
                 assert meta["sample_rate"] == 8000 and meta["source"].endswith(row["file"])
                 seen.append(row["file"])
     assert seen == [r["file"] for r in stored]  # tar order is the scan's order

@@ -336,24 +336,77 @@ class WaveView:
         return out if dtype is None else out.astype(dtype)
 
 
+@dataclass(frozen=True)
+class WaveStatistics:
+    """What data.standardize needs of a whole recording: the mean and variance of its samples
+    (float64 sums over blocks of `_STATS_BLOCK` samples from its first)."""
+
+    mean: float
+    variance: float
+
+    @property
+    def scale(self) -> float:
+        """The factor that gives the centred samples unit variance (floored for silence)."""
+        return 1.0 / float(np.sqrt(self.variance + VARIANCE_FLOOR))
+
+
+class StatisticsSums:
+    """`wave_statistics` fed piece by piece, in pieces of any length (a file as prepare
+    writes it): the pieces are regrouped into the same `_STATS_BLOCK` blocks, so the float64
+    sums, and the statistics, are bit for bit those of the whole recording."""
+
+    def __init__(self) -> None:
+        self.total = self.total_sq = 0.0
+        self.count = 0
+        self._parts: list[np.ndarray] = []  # of the block being filled
+        self._filled = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        while samples.shape[0]:
+            take = samples[: _STATS_BLOCK - self._filled]
+            samples = samples[take.shape[0]:]
+            self._parts.append(take)
+            self._filled += take.shape[0]
+            if self._filled >= _STATS_BLOCK:
+                self._sum_block()
+
+    def _sum_block(self) -> None:
+        if not self._parts:
+            return
+        joined = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+        self._parts, self._filled = [], 0
+        block = np.asarray(joined, dtype=np.float64)  # exact: the sums see the samples as given
+        del joined
+        self.total += float(block.sum())
+        self.total_sq += float(np.square(block).sum())
+        self.count += block.shape[0]
+
+    def result(self) -> WaveStatistics:
+        self._sum_block()  # the last, shorter block
+        n = max(self.count, 1)
+        mean = self.total / n
+        return WaveStatistics(mean, max(self.total_sq / n - mean**2, 0.0))
+
+
+def wave_statistics(wave: Any) -> WaveStatistics:
+    """The standardisation statistics of a whole 1-D recording (an array, a memory map or a
+    `WaveView`), read once in blocks: memory stays one block whatever its length."""
+    sums = StatisticsSums()
+    for first in range(0, wave.shape[0], _STATS_BLOCK):
+        sums.add(wave[first : first + _STATS_BLOCK])
+    return sums.result()
+
+
 class Standardized(WaveView):
     """A recording scaled to zero mean and unit variance, computed on the slices taken from
-    it (a memory-mapped file is never copied whole). Slicing it like an array gives float32."""
+    it (a memory-mapped file is never copied whole). Slicing it like an array gives float32.
+    `statistics`: the recording's, when known (stored by prepare, or measured before);
+    otherwise they are measured here, reading every sample once."""
 
-    def __init__(self, wave: np.ndarray, mean: Optional[float] = None,
-                 scale: Optional[float] = None):
+    def __init__(self, wave: Any, statistics: Optional[WaveStatistics] = None):
         self.base = wave
-        if mean is not None and scale is not None:  # measured before
-            self.mean, self.scale = mean, scale
-            return
-        total = total_sq = 0.0
-        for first in range(0, wave.shape[0], _STATS_BLOCK):  # float64 sums, bounded memory
-            block = np.asarray(wave[first : first + _STATS_BLOCK], dtype=np.float64)
-            total += float(block.sum())
-            total_sq += float(np.square(block).sum())
-        n = max(int(wave.shape[0]), 1)
-        self.mean = total / n
-        self.scale = 1.0 / float(np.sqrt(max(total_sq / n - self.mean**2, 0.0) + VARIANCE_FLOOR))
+        self.statistics = wave_statistics(wave) if statistics is None else statistics
+        self.mean, self.scale = self.statistics.mean, self.statistics.scale
 
     def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
         piece = np.asarray(self.base[index], dtype=np.float32)

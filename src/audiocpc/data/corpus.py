@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from audiocpc.data.audio import Standardized
+from audiocpc.data.audio import Standardized, WaveStatistics
 from audiocpc.config import DataConfig
 from audiocpc.data.cache import AudioCache
 from audiocpc.data.labels import UNLABELLED, LabelRule, join_group_rule
@@ -158,7 +158,7 @@ class AudioCorpus:
         self.sequence_lengths = np.asarray(lengths, dtype=np.int64)
         self._shards = ShardMaps(self.open_files)
     standardize: bool = False  # each file scaled to zero mean, unit variance (data.standardize)
-    _stats: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
+    _stats: dict[int, WaveStatistics] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -189,16 +189,18 @@ class AudioCorpus:
 
     def recording(self, index: int) -> Any:
         """File `index` as the model sees it, to slice crops from: the decoded audio, or with
-        data.standardize a `Standardized` view of it (scaled as a whole; the scale is
-        measured once per file and kept, the memory map is not)."""
+        data.standardize a `Standardized` view of it (scaled as a whole). The statistics are
+        those stored with a prepared corpus's entry, or else measured once per file (every
+        sample read) and kept; the memory map is not kept."""
         wave = self.wave(index)
         if not self.standardize:
             return wave
         if index not in self._stats:
-            view = Standardized(wave)
-            self._stats[index] = (view.mean, view.scale)
+            stored = getattr(self.entries[index], "statistics", None)
+            view = Standardized(wave, stored)
+            self._stats[index] = view.statistics
             return view
-        return Standardized(wave, *self._stats[index])
+        return Standardized(wave, self._stats[index])
 
     def _open(self, index: int) -> np.ndarray:
         try:

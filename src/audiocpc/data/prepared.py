@@ -10,7 +10,10 @@ Layout of CORPUS:
                        then one line per file of the scan, in the scan's order: the scan's facts
                        (file, readable, reason, sample_rate, channels, format, duration, samples,
                        silent, duplicate_of), group and label as they were at prepare time, and
-                       where its samples are: shard, offset, length (samples), scale
+                       where its samples are: shard, offset, length (samples), scale, and
+                       the mean and variance of those samples as read (data.standardize's
+                       statistics; a row without them, written before they were stored, is
+                       measured when first read)
     shards/shard-NNNNN.bin   little-endian int16 samples at the corpus's rate, files end to end
                        (--format webdataset: shards/shard-NNNNNN.tar, WebDataset tars of
                        KEY.npy + KEY.json pairs owned by data/webdataset.py; `offset` still
@@ -56,12 +59,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiocpc.config import DataConfig
-from audiocpc.data.audio import WaveView
+from audiocpc.data.audio import WaveStatistics, WaveView
 from audiocpc.data.cache import AudioCache
 from audiocpc.data.corpus import Join, ShardMaps
 from audiocpc.data.labels import assign_labels, training_label_rule
-from audiocpc.data.prepared_shards import (MANIFEST_NAME, ShardTask, is_prepared, url_problems,
-                                           write_shard)
+from audiocpc.data.prepared_shards import (MANIFEST_NAME, STATISTICS_FIELDS, ShardTask,
+                                           dequantize, is_prepared, stored_statistics,
+                                           url_problems, write_shard)
 from audiocpc.data.remote import Location, data_location
 from audiocpc.data.webdataset import SHARD_PATTERN, TarTask, member_key, write_tar_shard
 from audiocpc.data.audio import relative_name
@@ -191,10 +195,10 @@ class ScaledInt16(WaveView):
     copied until then. Behaves like the 1-D float32 array of the decoded file."""
 
     def __init__(self, samples: np.ndarray, scale: float):
-        self.base, self.scale = samples, np.float32(scale)
+        self.base, self.scale = samples, float(scale)
 
     def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
-        return np.asarray(self.base[index], dtype=np.float32) * self.scale
+        return dequantize(self.base[index], self.scale)
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class ShardSlice:
     offset: int
     length: int
     scale: float
+    statistics: Optional[WaveStatistics] = None  # stored at prepare time (older: None)
 
     def open(self, shards: ShardMaps) -> ScaledInt16:
         samples = shards.get(self.shard, lambda: _map_shard(self.shard))
@@ -244,6 +249,7 @@ class RemoteShardSlice:
     offset: int
     length: int
     scale: float
+    statistics: Optional[WaveStatistics] = None  # stored at prepare time (older: None)
 
     def open(self, shards: ShardMaps) -> ScaledInt16:
         return ScaledInt16(RangeSamples(self.location, self.shard, self.offset, self.length),  # type: ignore[arg-type]
@@ -318,7 +324,13 @@ def load_prepared(folder: str | Path, data: DataConfig, min_samples: Optional[in
                 raise NoUsableAudioError(
                     f"{shard}: shorter than its manifest says (cut short?); prepare the corpus "
                     "again (audiocpc prepare DATA --out CORPUS --force)")
-            place = (int(row["offset"]), int(row["length"]), float(row["scale"]))
+            try:
+                statistics = stored_statistics(row)
+            except ValueError as exc:
+                raise ConfigError(f"{location.child(MANIFEST_NAME)}: the row of {row['file']} "
+                                  f"has {exc}; prepare the corpus again (audiocpc prepare DATA "
+                                  "--out CORPUS --force)") from None
+            place = (int(row["offset"]), int(row["length"]), float(row["scale"]), statistics)
             entry = (ShardSlice(location.local / row["shard"], *place) if location.local is not None
                      else RemoteShardSlice(location, row["shard"], *place))
         facts: dict[str, Any] = {k: row[k] for k in FACT_FIELDS if k in row}
@@ -460,7 +472,8 @@ def _decode_all(originals: list[Found], partial: Path, sample_rate: int, workers
             place = None
             if result.get("readable"):
                 place = {"shard": relative.as_posix(), "offset": result.pop("offset"),
-                         "length": result.pop("length"), "scale": result.pop("scale")}
+                         "length": result.pop("length"), "scale": result.pop("scale"),
+                         **{k: result.pop(k) for k in STATISTICS_FIELDS}}
             inspected[id(item)] = (result, place)
         bar.update(len(run))
 

@@ -3,18 +3,21 @@ recognising a prepared corpus (so the command line can answer before torch loads
 writing one shard (so decoding worker processes start in a moment).
 
 A shard holds little-endian int16 samples, files end to end; each file is scaled to its own
-peak (sample = int16 x scale, scale = peak / FULL_SCALE).
+peak (sample = int16 x scale, scale = peak / FULL_SCALE). While a file is written its
+standardisation statistics are summed over those very samples (`dequantize`, as a reader
+sees them), so no reader has to measure them again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from audiocpc.data.audio import SILENCE_PEAK, audio_facts, read_audio_with_facts, stream_audio
+from audiocpc.data.audio import (SILENCE_PEAK, StatisticsSums, WaveStatistics, audio_facts,
+                                read_audio_with_facts, stream_audio)
 from audiocpc.data.remote import Location, local_path
 from audiocpc.errors import AudioReadError
 
@@ -30,6 +33,48 @@ def quantize(wave: np.ndarray, scale: float) -> np.ndarray:
     """Float samples as int16 steps of `scale` (rounded to the nearest step)."""
     steps = np.rint(np.asarray(wave, dtype=np.float64) / scale)
     return np.clip(steps, -FULL_SCALE, FULL_SCALE).astype("<i2")
+
+
+def dequantize(steps: np.ndarray, scale: float) -> np.ndarray:
+    """int16 steps as the float32 samples every reader of a prepared corpus gets."""
+    return np.asarray(steps, dtype=np.float32) * np.float32(scale)
+
+
+def write_pieces(out: Any, pieces: Any, scale: float) -> tuple[int, WaveStatistics]:
+    """Write a file's float32 pieces to `out` as int16 steps of `scale`: (samples written,
+    the statistics of the samples as they will be read back)."""
+    sums = StatisticsSums()
+    length = 0
+    for piece in pieces:
+        steps = quantize(piece, scale)
+        out.write(steps.tobytes())
+        sums.add(dequantize(steps, scale))
+        length += piece.shape[0]
+    return length, sums.result()
+
+
+STATISTICS_FIELDS = ("mean", "variance")
+
+
+def statistics_fields(statistics: WaveStatistics) -> dict[str, float]:
+    """A file's statistics as its manifest row (and tar .json) keeps them."""
+    return dict(zip(STATISTICS_FIELDS, (statistics.mean, statistics.variance)))
+
+
+def stored_statistics(row: dict[str, Any]) -> Optional[WaveStatistics]:
+    """The statistics a manifest row keeps; None for a row written before they were stored
+    (such a file is measured when first read, as it always was). ValueError, with the
+    reason, for values no prepare writes (a damaged manifest)."""
+    if all(k not in row for k in STATISTICS_FIELDS):
+        return None
+    values: list[Any] = [row.get(k) for k in STATISTICS_FIELDS]
+    mean, variance = values
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                  for v in (mean, variance))
+    if not numbers or variance < 0:
+        raise ValueError(f"mean {mean!r} and variance {variance!r} (two finite numbers, the "
+                         "variance not negative)")
+    return WaveStatistics(float(mean), float(variance))
 
 
 def scale_for(peak: float) -> float:
@@ -105,10 +150,7 @@ def write_shard(task: ShardTask) -> list[dict[str, Any]]:
             try:
                 facts, scale, pieces = decode_for_shard(path, task.sample_rate)
                 peak = facts.pop("peak")
-                length = 0
-                for piece in pieces():
-                    out.write(quantize(piece, scale).tobytes())
-                    length += piece.shape[0]
+                length, statistics = write_pieces(out, pieces(), scale)
                 if length != facts["samples"]:  # changed between the two passes
                     raise AudioReadError(path, "changed while it was being prepared; run again")
             except (AudioReadError, MemoryError) as exc:
@@ -118,7 +160,8 @@ def write_shard(task: ShardTask) -> list[dict[str, Any]]:
                 results.append({"readable": False, "reason": reason})
                 continue
             facts["silent"] = peak < SILENCE_PEAK
-            results.append(facts | {"offset": written, "length": length, "scale": scale})
+            results.append(facts | {"offset": written, "length": length, "scale": scale}
+                           | statistics_fields(statistics))
             written += length
     if written == 0:
         task.shard.unlink()

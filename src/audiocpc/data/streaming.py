@@ -251,12 +251,14 @@ class _Stream:
         if crop.file != self._file:  # a file's crops are read in a row
             corpus = self.sampler.corpus
             entry = corpus.entries[crop.file]
-            # a short file is read once, whole (int16); a long one is measured in blocks, then
-            # read crop by crop, forward: memory stays bounded whatever the file's length
+            # a short file is read once, whole (int16); a long one crop by crop, forward (after
+            # measuring it in blocks, if its manifest row has no statistics): memory stays
+            # bounded whatever the file's length
             samples: Any = (self.sampler.reader.read(entry) if entry.length <= WHOLE_FILE_SAMPLES
                             else self.sampler.reader.samples(entry))
             wave: Any = ScaledInt16(samples, entry.scale)  # a lazy view, sliced like the array
-            self._wave = Standardized(wave) if corpus.standardize else wave
+            self._wave = (Standardized(wave, getattr(entry, "statistics", None))
+                          if corpus.standardize else wave)
             self._file = crop.file
         assert self._wave is not None
         return np.array(self._wave[crop.start : crop.start + self.sampler.crop_samples],

@@ -8,7 +8,8 @@ sample share a key, the part after the first dot is the extension):
 
     00000012.npy    int16 [samples] at the corpus's rate (numpy .npy, version 1.0)
     00000012.json   {"key", "file", "source", "label", "group", "sample_rate", "length",
-                     "scale", "offset"}: float samples = int16 x scale
+                     "scale", "offset", "mean", "variance"}: float samples = int16 x scale,
+                     whose mean and variance (data.standardize's statistics) are given
 
 so `tar tf` lists them, `tarfile` reads them and WebDataset's loaders decode them (`.npy`
 and `.json` are among its default decoders). The manifest keeps, per file, `offset`: where
@@ -30,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from audiocpc.data.audio import SILENCE_PEAK
-from audiocpc.data.prepared_shards import decode_for_shard, quantize
+from audiocpc.data.prepared_shards import decode_for_shard, statistics_fields, write_pieces
 from audiocpc.errors import AudioReadError
 
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -88,10 +89,7 @@ def write_tar_shard(task: TarTask) -> list[dict[str, Any]]:
                 out.write(npy)
                 offset = out.tell()
                 assert offset % 2 == 0, "tar data and .npy headers keep int16 samples aligned"
-                written = 0
-                for piece in pieces():
-                    out.write(quantize(piece, scale).tobytes())
-                    written += piece.shape[0]
+                written, statistics = write_pieces(out, pieces(), scale)
                 if written != length:  # changed between the two passes
                     raise AudioReadError(path, "changed while it was being prepared; run again")
             except (AudioReadError, MemoryError) as exc:
@@ -102,7 +100,8 @@ def write_tar_shard(task: TarTask) -> list[dict[str, Any]]:
                 continue
             _pad(out, len(npy) + 2 * length)
             facts["silent"] = facts.pop("peak") < SILENCE_PEAK
-            place = {"offset": offset // 2, "length": length, "scale": scale}
+            place = {"offset": offset // 2, "length": length, "scale": scale,
+                     **statistics_fields(statistics)}
             about = json.dumps(member | {"sample_rate": task.sample_rate} | place).encode()
             out.write(_member_header(f"{member['key']}.json", len(about)))
             out.write(about)
