@@ -25,8 +25,10 @@ def test_reference_defaults() -> None:
     assert {k: tr.params[k] for k in ("num_layers", "num_heads", "dff", "dense_units")} == {
         "num_layers": 2, "num_heads": 2, "dff": 100, "dense_units": [100]}
     # what differs from the reference's Transformer, by measurement (docs/suite.md)
-    assert {k: tr.params[k] for k in ("dropout", "norm_first", "scale_input")} == {
-        "dropout": 0.0, "norm_first": True, "scale_input": False}
+    assert {k: tr.params[k] for k in ("dropout", "norm_first", "scale_input", "position",
+                                      "position_kernel")} == {
+        "dropout": 0.0, "norm_first": True, "scale_input": False, "position": "conv",
+        "position_kernel": 5}
     assert load_config("1dconv_lstm").model.context.type == "lstm"
 
 
