@@ -1,7 +1,7 @@
 """data/mapped.py through the corpus: giving back the pages of the memory maps leaves every
 crop as it was (int16 shards and float32 cache files, views taken before a release), and
 keeps the file-backed RSS bounded while a map of a file much larger than the budget is read
-through."""
+through (by training's crops or by embedding's `corpus.waves()`)."""
 
 from __future__ import annotations
 
@@ -94,8 +94,9 @@ def test_memory_the_process_owns_and_writeable_maps_are_left_alone(tmp_path: Pat
     assert release_pages(np.memmap(path, dtype="<i2", mode="r")[10:20]) == RELEASABLE
 
 
+@pytest.mark.parametrize("reader", ["crops", "waves"])   # training's reads, embedding's
 def test_reading_a_large_shard_through_keeps_the_mapped_pages_under_the_budget(
-        tmp_path: Path) -> None:
+        tmp_path: Path, reader: str) -> None:
     if _rss_file_mib() is None or not RELEASABLE:
         pytest.skip("no RssFile in /proc/self/status, or no madvise, on this system")
     samples = 32 << 20   # a 64 MB shard, sixteen times the budget
@@ -104,10 +105,16 @@ def test_reading_a_large_shard_through_keeps_the_mapped_pages_under_the_budget(
     corpus = _corpus(tmp_path, [ShardSlice(shard, 0, samples, 1.0)], [samples],
                      release_bytes=budget)
     crop = np.empty(1 << 16, np.float32)
-    corpus.read(0, 0, crop)
+
+    def read(first: int) -> None:
+        if reader == "crops":
+            corpus.read(0, first, crop)
+        else:
+            crop[:] = corpus.waves()[0][first : first + crop.shape[0]]
+    read(0)
     start, most = _rss_file_mib(), 0.0
     for first in range(0, samples - crop.shape[0] + 1, crop.shape[0]):   # every sample
-        corpus.read(0, first, crop)
+        read(first)
         most = max(most, (_rss_file_mib() or 0.0) - (start or 0.0))
     assert crop[-1] == np.fromfile(shard, "<i2", count=1, offset=2 * (samples - 1))[0]
     # 64 MB read: without releases the growth is the whole shard; with them at most about

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from audiocpc.data.audio import Standardized, WaveStatistics
+from audiocpc.data.audio import Standardized, WaveStatistics, WaveView
 from audiocpc.config import DataConfig
 from audiocpc.data.cache import AudioCache
 from audiocpc.data.labels import UNLABELLED, LabelRule, join_group_rule
@@ -287,7 +287,8 @@ class AudioCorpus:
 
 class FileWaves(Sequence[np.ndarray]):
     """corpus.recording(i) (each file as the model sees it) as a read-only sequence, for code
-    that indexes waveforms by file; files are opened only when indexed."""
+    that indexes waveforms by file; files are opened only when indexed, and what is sliced
+    from them counts towards the corpus's releases of map pages like its crops."""
 
     def __init__(self, corpus: AudioCorpus):
         self.corpus = corpus
@@ -297,8 +298,21 @@ class FileWaves(Sequence[np.ndarray]):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self.corpus.recording(i) for i in range(len(self.corpus))[index]]
-        return self.corpus.recording(int(index))
+            return [self[i] for i in range(len(self.corpus))[index]]
+        return _CountedReads(self.corpus.recording(int(index)), self.corpus)
+
+
+class _CountedReads(WaveView):
+    """A recording whose slices are charged to its corpus's page budget (embedding slices
+    files through `FileWaves`, not `AudioCorpus.read`)."""
+
+    def __init__(self, wave: Any, corpus: AudioCorpus):
+        self.base, self.corpus = wave, corpus
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
+        piece = np.asarray(self.base[index])
+        self.corpus._charge(piece.nbytes)
+        return piece
 
 
 class CropSampler:
