@@ -12,7 +12,8 @@ The decoded copies are memory-mapped on demand through a small LRU (`open_files`
 default 64), so a corpus of any number of files keeps a bounded number of files open. A
 prepared corpus (data/prepared.py) gives each file as a slice of a few large shards instead:
 its entries open themselves through `ShardMaps`, one memory map per shard, whatever the
-number of recordings.
+number of recordings. Every `release_bytes` of crops read (data/mapped.py) the corpus gives
+back the pages of its open maps, so RSS stays bounded however much of a file is read.
 
 The crops of training step s are drawn from `numpy.random.default_rng([seed, 0, s])`:
 the batch of a step does not depend on what came before, so a resumed run sees exactly the
@@ -33,10 +34,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from audiocpc.data.audio import Standardized, WaveStatistics
+from audiocpc.data.audio import Standardized, WaveStatistics, WaveView
 from audiocpc.config import DataConfig
 from audiocpc.data.cache import AudioCache
 from audiocpc.data.labels import UNLABELLED, LabelRule, join_group_rule
+from audiocpc.data.mapped import RELEASE_BYTES, PageBudget, release_all
 from audiocpc.errors import AudioReadError, NoUsableAudioError
 
 log = logging.getLogger("audiocpc")
@@ -113,6 +115,10 @@ class ShardMaps:
     def __len__(self) -> int:
         return len(self._maps)
 
+    def release_pages(self) -> int:
+        """Give back the process's pages of every open shard map (data/mapped.py)."""
+        return release_all(self._maps.values())
+
     def __getstate__(self) -> dict:
         return {"limit": self.limit, "_maps": OrderedDict()}  # reopened in each worker process
 
@@ -142,6 +148,7 @@ class AudioCorpus:
     gap_samples: int = 0
     join: JoinMode = "none"
     open_files: int = OPEN_FILES
+    release_bytes: int = RELEASE_BYTES  # bytes of crops read between releases of map pages
     _maps: "OrderedDict[int, np.ndarray]" = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +164,7 @@ class AudioCorpus:
             lengths.append(int(sizes.sum()) + self.gap_samples * (len(members) - 1))
         self.sequence_lengths = np.asarray(lengths, dtype=np.int64)
         self._shards = ShardMaps(self.open_files)
+        self._pages = PageBudget(self.release_bytes)
     standardize: bool = False  # each file scaled to zero mean, unit variance (data.standardize)
     _stats: dict[int, WaveStatistics] = field(default_factory=dict, repr=False)
 
@@ -199,6 +207,8 @@ class AudioCorpus:
             stored = getattr(self.entries[index], "statistics", None)
             view = Standardized(wave, stored)
             self._stats[index] = view.statistics
+            if stored is None:  # measuring read every sample
+                self._charge(wave.size * wave.dtype.itemsize)
             return view
         return Standardized(wave, self._stats[index])
 
@@ -223,6 +233,7 @@ class AudioCorpus:
         """Fill `out` with samples [start, start + len(out)) of `sequence` (silence in gaps)."""
         members, offsets = self.sequences[sequence], self._offsets[sequence]
         end = start + out.shape[0]
+        self._charge(out.nbytes)
         if len(members) == 1:
             out[:] = self.recording(members[0])[start:end]
             return
@@ -234,6 +245,15 @@ class AudioCorpus:
             if b > a:
                 out[a - start : b - start] = self.recording(file)[a - begin : b - begin]
             j += 1
+
+    def release_pages(self) -> int:
+        """Give back the process's pages of the open maps (cache files and shards): RSS
+        drops, the maps and any views of them stay valid; how many maps were released."""
+        return release_all(self._maps.values()) + self._shards.release_pages()
+
+    def _charge(self, nbytes: int) -> None:
+        if self._pages.charge(nbytes):
+            self.release_pages()
 
     def file_at(self, sequence: int, position: int) -> int:
         """The file that sample `position` of `sequence` falls in (a gap: the file before it)."""
@@ -262,12 +282,13 @@ class AudioCorpus:
             classes=list(self.classes),
             sequences=[[index[f] for f in self.sequences[int(s)]] for s in sequences],
             gap_samples=self.gap_samples, join=self.join, open_files=self.open_files,
-            standardize=self.standardize)
+            release_bytes=self.release_bytes, standardize=self.standardize)
 
 
 class FileWaves(Sequence[np.ndarray]):
     """corpus.recording(i) (each file as the model sees it) as a read-only sequence, for code
-    that indexes waveforms by file; files are opened only when indexed."""
+    that indexes waveforms by file; files are opened only when indexed, and what is sliced
+    from them counts towards the corpus's releases of map pages like its crops."""
 
     def __init__(self, corpus: AudioCorpus):
         self.corpus = corpus
@@ -277,8 +298,21 @@ class FileWaves(Sequence[np.ndarray]):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self.corpus.recording(i) for i in range(len(self.corpus))[index]]
-        return self.corpus.recording(int(index))
+            return [self[i] for i in range(len(self.corpus))[index]]
+        return _CountedReads(self.corpus.recording(int(index)), self.corpus)
+
+
+class _CountedReads(WaveView):
+    """A recording whose slices are charged to its corpus's page budget (embedding slices
+    files through `FileWaves`, not `AudioCorpus.read`)."""
+
+    def __init__(self, wave: Any, corpus: AudioCorpus):
+        self.base, self.corpus = wave, corpus
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # any numpy index
+        piece = np.asarray(self.base[index])
+        self.corpus._charge(piece.nbytes)
+        return piece
 
 
 class CropSampler:
