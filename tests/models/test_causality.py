@@ -69,6 +69,26 @@ def test_context_output_at_t_reads_the_earlier_steps_of_its_own_sequence_only(na
                                    msg=lambda m: f"a sequence saw the other sequences: {m}")
 
 
+@pytest.mark.parametrize("name", registered("predictor"))
+def test_predictions_read_their_own_sequence_only(name: str) -> None:
+    """A predictor's output for a sequence depends on nothing of the other sequences in the
+    batch (a Transformer predictor attending across the batch fails), and the Transformer's
+    last step reads the first step too."""
+    predictor = _predictor(name)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, LENGTH, WIDTH, generator=generator)
+    with torch.no_grad():
+        before = predictor(x)
+        other = x.clone()
+        other[1:] = torch.randn(2, LENGTH, WIDTH, generator=generator) * 3
+        torch.testing.assert_close(predictor(other)[0], before[0], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m: f"a sequence saw the other sequences: {m}")
+        if name == "transformer":
+            first = x.clone()
+            first[:, 0] = torch.randn(3, WIDTH, generator=generator) * 3
+            assert not torch.allclose(predictor(first)[:, -1], before[:, -1], atol=1e-4)
+
+
 @pytest.mark.parametrize("name", registered("context"))
 def test_every_context_layer_output_at_t_ignores_later_steps(name: str) -> None:
     """The layers `hidden_states` exposes (e.g. each Transformer block) are causal too."""

@@ -544,6 +544,25 @@ def test_a_transformer_context_built_without_parameters_is_the_reference_one() -
     assert network.position_conv is None
 
 
+def test_predictors_built_without_parameters_have_their_documented_defaults() -> None:
+    """linear: no bias unless asked for;
+    mlp: 512 hidden ReLU units, no dropout; transformer: 4 heads, dff 4 x c_dim, no dropout
+    (torch's own layer would add 0.1), so in training mode it is deterministic."""
+    from audiocpc.models.registry import build
+
+    linear = build("predictor", "linear", {}, c_dim=8, z_dim=4, steps=3)
+    assert linear.proj.bias is None
+    assert build("predictor", "linear", {"bias": True}, c_dim=8, z_dim=4, steps=3).proj.bias is not None
+    mlp = build("predictor", "mlp", {}, c_dim=8, z_dim=4, steps=3)
+    assert mlp.net[0].out_features == 512 and isinstance(mlp.net[1], torch.nn.ReLU)
+    assert mlp.net[2].p == 0.0
+    transformer = build("predictor", "transformer", {}, c_dim=8, z_dim=4, steps=3).train()
+    assert transformer.block.self_attn.num_heads == 4 and transformer.block.linear1.out_features == 32
+    assert transformer.block.dropout.p == 0.0
+    c = torch.randn(2, 5, 8)
+    torch.testing.assert_close(transformer(c), transformer(c), rtol=0, atol=0)
+
+
 def test_one_context_step_is_enough_and_none_is_refused() -> None:
     model = build_cpc(load_config("1dconv_tiny", ["data.N=2"])).eval()
     window, steps = model.window, model.steps
