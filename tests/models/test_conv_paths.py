@@ -191,3 +191,34 @@ def test_an_auto_run_resumes_with_its_paths_and_trains_like_them_set_by_hand(
     a, b = load_checkpoint(resumed.run_dir)["model"], load_checkpoint(by_hand.run_dir)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_each_conv_layer_runs_on_the_path_set_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mixed paths: layer i runs on paths[i] (not a neighbour's), and the output is the plain
+    conv1d stack's."""
+    torch.manual_seed(0)
+    encoder = Conv1dEncoder(z_dim=16, filters=16)  # the reference geometry: 5 layers
+    waves = torch.randn(2, 2000)
+    with torch.no_grad():
+        encoder.set_layer_paths(["conv1d"] * 5)
+        plain = encoder(waves)
+        paths = ["matmul", "conv1d", "conv1d", "matmul", "conv1d"]
+        encoder.set_layer_paths(paths)
+        used: list[bool] = []
+        real = encoders._conv_in_layout
+
+        def spy(x: torch.Tensor, time_major: bool, conv: nn.Conv1d, matmul: bool) -> torch.Tensor:
+            used.append(matmul)
+            return real(x, time_major, conv, matmul)
+
+        monkeypatch.setattr(encoders, "_conv_in_layout", spy)
+        mixed = encoder(waves)
+    assert used == [p == "matmul" for p in paths]
+    torch.testing.assert_close(mixed, plain, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("paths", [["matmul", "conv1d"], ["matmul", "conv1d", "fast", "conv1d", "matmul"]])
+def test_setting_paths_refuses_a_wrong_count_or_name(paths: list[str]) -> None:
+    encoder = Conv1dEncoder(z_dim=8, filters=8)
+    with pytest.raises(ValueError, match=r"per conv layer \(5\)"):
+        encoder.set_layer_paths(paths)
