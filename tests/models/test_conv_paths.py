@@ -222,3 +222,25 @@ def test_setting_paths_refuses_a_wrong_count_or_name(paths: list[str]) -> None:
     encoder = Conv1dEncoder(z_dim=8, filters=8)
     with pytest.raises(ValueError, match=r"per conv layer \(5\)"):
         encoder.set_layer_paths(paths)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_auto_times_what_the_run_does_backward_only_in_training(
+        training: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` times forward+backward (inputs that need a gradient, but not the waveform) when
+    gradients are on, and forward alone in inference."""
+    torch.manual_seed(0)
+    encoder = Conv1dEncoder(z_dim=8, filters=8, conv_path="auto")
+    timed: list[bool] = []
+    real = encoders._fastest_call
+
+    def spy(inputs: torch.Tensor, *args: Any) -> float:
+        timed.append(inputs.requires_grad)
+        return real(inputs, *args)
+
+    monkeypatch.setattr(encoders, "_fastest_call", spy)
+    with torch.set_grad_enabled(training):
+        encoder(torch.randn(2, 2000))
+    per_layer = timed[::2]  # each layer is timed on both paths with the same input
+    assert timed[1::2] == per_layer and len(per_layer) == 5
+    assert per_layer == ([False] + [True] * 4 if training else [False] * 5)
