@@ -69,7 +69,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
                            *_QUICK_MODEL_TESTS),
     "models/predictors.py": ("tests/models/test_causality.py", "tests/models/test_from_parts.py",
                              "tests/models/test_model_family.py", *_QUICK_MODEL_TESTS),
-    "models/logmel.py": ("tests/models/test_model_family.py", "tests/models/test_hidden_states.py",
+    "models/logmel.py": ("tests/models/test_logmel.py", "tests/models/test_model_family.py", "tests/models/test_hidden_states.py",
                          "tests/models/test_from_parts.py", *_QUICK_MODEL_TESTS),
     "models/augment.py": ("tests/models/test_model_family.py", "tests/presets/test_config_limits.py",
                           *_QUICK_MODEL_TESTS),
@@ -188,6 +188,9 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
     Equivalent("models/encoders.py", "sample_rate: int = 16000,", "`16000` -> `16001`",
                "the 1-D conv encoder accepts the sample rate the factory wires to every encoder, "
                "and uses it for nothing"),
+    Equivalent("models/logmel.py", "if self.smoothing > 1:  # moving average along time, edges repeated",
+               "`1` -> `2`", "smoothing is checked to be odd in __init__: 1 skips either way, 3 and up smooth "
+               "either way"),
     Equivalent("models/loss.py",
                "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
                "`dtype=` dropped from `torch.full(...)`",

@@ -99,3 +99,29 @@ def test_frames_for_counts_the_whole_windows_of_each_length() -> None:
     assert model.frames_for(lengths).tolist() == [12, 9, 1, 0]
     frame_model = _model("cpc_tiny")   # frame mode: the encoder's own output length
     assert frame_model.frames_for(torch.tensor([8000])).tolist() == [frame_model.encode(torch.zeros(1, 8000)).shape[1]]
+
+
+class _PerSampleEncoder(torch.nn.Module):
+    """A plug-in encoder that describes nothing (no layer_outputs, no geometry): one z per
+    input sample."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(1, z_dim)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.proj(waves.unsqueeze(-1))
+
+
+def test_an_encoder_that_describes_nothing_gives_z_at_its_own_rate() -> None:
+    """hidden_states of a plug-in encoder without layer_outputs: z alone (then the context's
+    layers), its hop estimated from its frame count: one frame per sample here, hop 1."""
+    model = _model("cpc_tiny")
+    model.encoder = _PerSampleEncoder(model.encoder.head.out_features).eval()
+    waves = 0.3 * torch.randn(2, 50)
+    with torch.no_grad():
+        states = model.hidden_states(waves)
+        z = model.encoder(waves)
+    assert states.names == ["z", "c"]
+    torch.testing.assert_close(states["z"], z)
+    assert states.hops["z"] == 1 and states.spans["z"] == 1 and states.firsts["z"] == 0

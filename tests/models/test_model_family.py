@@ -407,6 +407,23 @@ def test_augmentation_is_seeded_and_does_what_it_says() -> None:
     assert torch.equal(masked[~zeroed], waves[~zeroed])
 
 
+@pytest.mark.parametrize("settings, active", [
+    ({}, False),
+    ({"gain_db": 0.5}, True),              # any gain, however small, is a transform
+    ({"noise_snr_db": 30.0}, True),
+    ({"time_masks": 1, "mask_samples": 10}, True),
+    ({"time_masks": 1, "mask_samples": 0}, False),   # masks of no length mask nothing
+    ({"time_masks": 0, "mask_samples": 10}, False),
+])
+def test_augmentation_is_active_when_one_transform_is_on(settings: dict, active: bool) -> None:
+    """`active` decides whether training augments at all (and whether augment.apply_to is
+    refused as doing nothing): each transform alone turns it on."""
+    from audiocpc.models.augment import WaveAugment
+
+    assert WaveAugment(apply_to="both", **settings).active is active
+    assert WaveAugment(apply_to="none", **settings).active is False
+
+
 @pytest.mark.parametrize("preset,apply_to", [("1dconv_tiny", "past"), ("1dconv_tiny", "future"),
                                              ("cpc_tiny", "past"), ("cpc_tiny", "future")])
 def test_augmentation_reaches_only_the_past_or_the_future(preset: str, apply_to: str) -> None:
