@@ -191,6 +191,8 @@ EQUIVALENT_MUTANTS: tuple[Equivalent, ...] = (
     Equivalent("models/logmel.py", "if self.smoothing > 1:  # moving average along time, edges repeated",
                "`1` -> `2`", "smoothing is checked to be odd in __init__: 1 skips either way, 3 and up smooth "
                "either way"),
+    Equivalent("models/hidden.py", "hop = max(1, round(samples / max(x.shape[1], 1)))",
+               "first two arguments of `max(...)` swapped", "max of two ints is symmetric"),
     Equivalent("models/loss.py",
                "labels = torch.full((flat.shape[0],), POSITIVE_INDEX, dtype=torch.long, device=logits.device)",
                "`dtype=` dropped from `torch.full(...)`",

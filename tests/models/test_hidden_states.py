@@ -125,3 +125,23 @@ def test_an_encoder_that_describes_nothing_gives_z_at_its_own_rate() -> None:
     assert states.names == ["z", "c"]
     torch.testing.assert_close(states["z"], z)
     assert states.hops["z"] == 1 and states.spans["z"] == 1 and states.firsts["z"] == 0
+
+
+def test_last_pooling_is_the_final_frame() -> None:
+    frames = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    torch.testing.assert_close(pool_frames(frames, "last"), frames[:, 3])
+
+
+class _OneFrameEncoder(_PerSampleEncoder):
+    """One z for the whole input (the mean over its samples)."""
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return super().forward(waves).mean(dim=1, keepdim=True)
+
+
+def test_an_encoder_of_one_frame_has_the_input_as_its_hop() -> None:
+    model = _model("cpc_tiny")
+    model.encoder = _OneFrameEncoder(model.encoder.head.out_features).eval()
+    with torch.no_grad():
+        states = model.hidden_states(0.3 * torch.randn(2, 50))
+    assert states["z"].shape[1] == 1 and states.hops["z"] == 50 and states.spans["z"] == 50
