@@ -412,6 +412,7 @@ def test_augmentation_is_seeded_and_does_what_it_says() -> None:
     ({"gain_db": 0.5}, True),              # any gain, however small, is a transform
     ({"noise_snr_db": 30.0}, True),
     ({"time_masks": 1, "mask_samples": 10}, True),
+    ({"time_masks": 1, "mask_samples": 1}, True),    # one sample is a mask too
     ({"time_masks": 1, "mask_samples": 0}, False),   # masks of no length mask nothing
     ({"time_masks": 0, "mask_samples": 10}, False),
 ])
