@@ -407,6 +407,16 @@ def test_augmentation_is_seeded_and_does_what_it_says() -> None:
     assert torch.equal(masked[~zeroed], waves[~zeroed])
 
 
+def test_augmentation_draws_its_random_numbers_on_the_device_of_the_batch() -> None:
+    """Gains, noise and masks are made where the batch is (a meta tensor stands for a GPU
+    here: anything drawn on the CPU instead fails to combine with it)."""
+    from audiocpc.models.augment import WaveAugment
+
+    every = WaveAugment(apply_to="both", gain_db=3.0, noise_snr_db=20.0, time_masks=1, mask_samples=5)
+    out = every(torch.zeros(2, 100, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 100)
+
+
 @pytest.mark.parametrize("settings, active", [
     ({}, False),
     ({"gain_db": 0.5}, True),              # any gain, however small, is a transform
