@@ -151,13 +151,10 @@ def test_pre_norm_transformer_context_is_causal_and_normalises_its_output() -> N
     torch.testing.assert_close(normed.mean(-1), torch.zeros(2, LENGTH), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("scale_input", [True, False])
-def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_input: bool) -> None:
-    """`scale_input`: the blocks read z x sqrt(dim) + codes (the reference's) or z + codes."""
-    from audiocpc.models.context import sinusoidal_positions
-
+def _transformer_blocks_input(params: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A Transformer context (dropout 0, `params`), a z, and what its first block reads for it."""
     torch.manual_seed(0)
-    network = build("context", "transformer", {"dropout": 0.0, "scale_input": scale_input},
+    network = build("context", "transformer", {"dropout": 0.0, **params},
                     in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
     seen = []
     network.blocks.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0]),
@@ -165,25 +162,27 @@ def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_i
     z = torch.randn(2, LENGTH, WIDTH)
     with torch.no_grad():
         network(z)
+    return network, z, seen[0]
+
+
+@pytest.mark.parametrize("scale_input", [True, False])
+def test_transformer_blocks_read_z_scaled_or_not_plus_the_position_codes(scale_input: bool) -> None:
+    """`scale_input`: the blocks read z x sqrt(dim) + codes (the reference's) or z + codes."""
+    from audiocpc.models.context import sinusoidal_positions
+
+    network, z, blocks_input = _transformer_blocks_input({"scale_input": scale_input})
     scale = WIDTH ** 0.5 if scale_input else 1.0
-    torch.testing.assert_close(seen[0], z * scale + sinusoidal_positions(LENGTH, WIDTH, z.device))
+    torch.testing.assert_close(blocks_input, z * scale + sinusoidal_positions(LENGTH, WIDTH, z.device))
     _check_causal(network)
 
 @pytest.mark.parametrize("position", ["none", "conv"])
 def test_transformer_position_choices_read_z_alone_or_a_causal_conv_of_it(position: str) -> None:
     """`position`: none hands the blocks z itself (order comes from the causal mask alone);
     conv adds a causal depthwise convolution of the last position_kernel steps of z."""
-    torch.manual_seed(0)
-    network = build("context", "transformer", {"dropout": 0.0, "scale_input": False,
-                                                "position": position, "position_kernel": 3},
-                    in_dim=WIDTH, out_dim=WIDTH, max_len=LENGTH).eval()
-    seen = []
-    network.blocks.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0]),
-                                             with_kwargs=True)
-    z = torch.randn(2, LENGTH, WIDTH)
+    network, z, blocks_input = _transformer_blocks_input(
+        {"scale_input": False, "position": position, "position_kernel": 3})
+    added = blocks_input - z
     with torch.no_grad():
-        network(z)
-        added = seen[0] - z
         if position == "none":
             assert network.position_conv is None
             torch.testing.assert_close(added, torch.zeros_like(z), rtol=0, atol=0)
